@@ -1,0 +1,1 @@
+"""LightningDataModules: generic image+caption folders and HF datasets, Kvasir-VQA / MEDVQA-GI, ROCOv2, synthetic."""

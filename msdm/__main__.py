@@ -1,0 +1,5 @@
+import sys
+
+from msdm.cli import main
+
+sys.exit(main())

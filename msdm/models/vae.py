@@ -1,0 +1,123 @@
+"""MSDM's VAE: the Medfusion latent embedder, stage 1 of MSDM (Prompt to Polyp §4.2.1).
+
+Reference: ``VAE`` in ``src/msdm/models/embedders/latent_embedders.py`` of the paper's code, built there with
+``hid_chs=[64, 128, 256, 512]``, ``strides=[1, 2, 2, 2]`` (f = 8), 8 latent channels, ``deep_supervision=1`` and no
+attention. Parameter count of the ``paper`` preset: 13.37 M.
+
+The public API mirrors diffusers' ``AutoencoderKL`` (``encode(x).latent_dist``, ``decode(z).sample``), so code that
+handles one handles the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+
+from msdm.models.blocks import Downsample, ResBlock, Upsample, zero_module
+
+
+@dataclass
+class MSDMVAEOutput(BaseOutput):
+    """``sample``: full-resolution reconstruction; ``deep_supervision``: extra heads, highest resolution first;
+    ``posterior``: the diagonal Gaussian q(z|x)."""
+
+    sample: torch.Tensor
+    deep_supervision: list
+    posterior: DiagonalGaussianDistribution
+
+
+class MSDMVAE(ModelMixin, ConfigMixin):
+    """Convolutional VAE, f = 2^(len(block_out_channels) - 1), GroupNorm + SiLU residual blocks, no attention.
+
+    Args:
+        in_channels / out_channels: image channels (3 for RGB; 1 for single-channel radiology).
+        latent_channels: channels of z (8 in the paper).
+        block_out_channels: channels per level; the first level keeps the resolution, each further level halves it.
+        norm_num_groups: GroupNorm groups (8 in the reference).
+        deep_supervision: number of extra output heads at 1/2, 1/4, ... resolution (1 in the reference).
+        scaling_factor: multiply latents by this before diffusion (1.0: the reference diffuses raw posterior
+            samples); kept in the config so a pipeline can standardise latents without retraining the VAE.
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        latent_channels: int = 8,
+        block_out_channels: tuple[int, ...] = (64, 128, 256, 512),
+        norm_num_groups: int = 8,
+        deep_supervision: int = 1,
+        scaling_factor: float = 1.0,
+    ):
+        super().__init__()
+        ch = list(block_out_channels)
+        g = norm_num_groups
+        if deep_supervision > len(ch) - 1:
+            raise ValueError(f"deep_supervision={deep_supervision} needs at least {deep_supervision + 1} levels")
+        self.gradient_checkpointing = False
+
+        # ---- encoder: in-block, then (down, res) per further level, then 3x3 + 1x1 to 2*latent (mean, logvar)
+        self.enc_in = ResBlock(in_channels, ch[0], g)
+        self.enc_down = nn.ModuleList([Downsample(ch[i - 1], ch[i]) for i in range(1, len(ch))])
+        self.enc_res = nn.ModuleList([ResBlock(ch[i], ch[i], g) for i in range(1, len(ch))])
+        self.enc_out = nn.Sequential(
+            nn.Conv2d(ch[-1], 2 * latent_channels, 3, padding=1), nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
+        )
+
+        # ---- decoder: in-block at the lowest resolution, then (up, res) per level, coarsest first
+        self.dec_in = ResBlock(latent_channels, ch[-1], g)
+        self.dec_up = nn.ModuleList([Upsample(ch[i + 1], ch[i]) for i in range(len(ch) - 1)])
+        self.dec_res = nn.ModuleList([ResBlock(ch[i], ch[i], g) for i in range(len(ch) - 1)])
+        self.out = zero_module(nn.Conv2d(ch[0], out_channels, 1))
+        # Deep-supervision heads read the decoder features *entering* level i (i = 1 .. deep_supervision),
+        # i.e. at 1/2^i of the output resolution (reference: ``outc_ver``).
+        self.out_ds = nn.ModuleList([zero_module(nn.Conv2d(ch[i], out_channels, 1)) for i in range(1, deep_supervision + 1)])
+
+    # ------------------------------------------------------------------ encoder
+    def _run(self, block, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        h = self._run(self.enc_in, x)
+        for down, res in zip(self.enc_down, self.enc_res):
+            h = self._run(res, down(h))
+        posterior = DiagonalGaussianDistribution(self.enc_out(h))  # log-variance clamped to [-30, 20]
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    # ------------------------------------------------------------------ decoder
+    def _decode(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self._run(self.dec_in, z)
+        extra = {}
+        for i in range(len(self.dec_up) - 1, -1, -1):
+            if i < len(self.out_ds):
+                extra[i] = self.out_ds[i](h)  # features entering level i have ch[i + 1] channels, 1/2^(i+1) res
+            h = self._run(self.dec_res[i], self.dec_up[i](h))
+        return self.out(h), [extra[i] for i in sorted(extra)]
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True):
+        sample, _ = self._decode(z)
+        return DecoderOutput(sample=sample) if return_dict else (sample,)
+
+    def forward(
+        self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
+    ) -> MSDMVAEOutput:
+        posterior = self.encode(x).latent_dist
+        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        sample, ds = self._decode(z)
+        return MSDMVAEOutput(sample=sample, deep_supervision=ds, posterior=posterior)
+
+    @property
+    def downscale_factor(self) -> int:
+        return 2 ** (len(self.config.block_out_channels) - 1)

@@ -1,0 +1,39 @@
+"""Shared fixtures: paths to the real sample data and tiny offline components.
+
+Nothing here downloads. ``HF_HUB_OFFLINE=1`` is forced so that a hidden download fails fast instead of retrying.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from msdm.testing import shared_data_dir, write_tiny_text_encoder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    d = shared_data_dir()
+    if not d.exists():
+        pytest.skip(f"real sample data not found at {d} (set MSDM_SHARED_DATA to its folder)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def kvasir_dir(shared_data):
+    return shared_data / "kvasir-seg"
+
+
+@pytest.fixture(scope="session")
+def roco_dir(shared_data):
+    return shared_data / "roco"
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder(tmp_path_factory):
+    """Folder of a tiny random BERT + word-level tokenizer that knows the MEDVQA-GI prompt words (hidden 32)."""
+    return write_tiny_text_encoder(tmp_path_factory.mktemp("tiny_text_encoder"), hidden_size=32)
