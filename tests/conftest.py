@@ -11,6 +11,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tests use tiny tensors: one intra-op thread is as fast, deterministic, and immune to OpenMP spin-waiting when
+# the machine's two cores are busy (seen here: 40x slower steps with 2 threads on a loaded machine).
+torch.set_num_threads(int(os.environ.get("MSDM_TEST_THREADS", "1")))
 
 from msdm.testing import shared_data_dir, write_tiny_text_encoder  # noqa: E402
 
