@@ -43,3 +43,19 @@ def register_gloo_teardown() -> None:
 
     atexit.register(_destroy_dist_connection)
     _TEARDOWN_REGISTERED = True
+
+
+def reseed_for_step(module) -> None:
+    """Make this step's randomness a function of (global seed, global step, rank) only.
+
+    Noise, timesteps, CFG dropout, posterior samples and ``nn.Dropout`` all draw from the global RNG; reseeding it
+    at every training step makes a run resumed from a checkpoint draw exactly what the uninterrupted run drew,
+    without saving RNG states (which Lightning does not restore by default). Data order is made resumable
+    separately by epoch-seeded samplers (:class:`msdm.data.sampling.EpochShuffleSampler`, or Lightning's
+    ``DistributedSampler`` under DDP).
+    """
+    import os
+
+    base = int(os.environ.get("PL_GLOBAL_SEED", "0"))
+    seed = (base * 1_000_003 + module.global_step * 7919 + module.global_rank * 104_729) % (2**63 - 1)
+    torch.manual_seed(seed)

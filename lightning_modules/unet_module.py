@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 
 from lightning_modules.ema import EMA
-from lightning_modules.guards import ensure_finite, register_gloo_teardown
+from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
 from msdm.diffusion import REFERENCE_STEPS, diffusion_loss, drop_captions, make_sampler, training_scheduler
 from msdm.models.loading import load_vae
 from msdm.models.presets import build_unet, build_vae, get_preset
@@ -43,6 +43,8 @@ class MSDMUNetModule(pl.LightningModule):
         resolution: image side; default from the preset.
         unet_overrides: extra :class:`~msdm.models.unet.MSDMUNet` kwargs on top of the preset.
         gradient_checkpointing: recompute U-Net activations in backward (less memory, ~30 % slower).
+        text_cache_size: distinct captions whose encodings are memoised in memory (0 = off); exact, see
+            :meth:`encode_prompts`.
         local_files_only / trust_remote_code: passed to the text encoder loader (hub access policy).
     """
 
@@ -68,6 +70,7 @@ class MSDMUNetModule(pl.LightningModule):
         resolution: int | None = None,
         unet_overrides: dict | None = None,
         gradient_checkpointing: bool = False,
+        text_cache_size: int = 4096,
         local_files_only: bool | None = None,
         trust_remote_code: bool = False,
     ):
@@ -108,9 +111,14 @@ class MSDMUNetModule(pl.LightningModule):
         else:
             init = float(latent_scaling)
         self.register_buffer("latent_scale", torch.tensor(init))
+        self._text_memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def setup(self, stage: str) -> None:
         register_gloo_teardown()
+
+    def _apply(self, fn, *args, **kwargs):
+        self._text_memo = {}  # moved or cast: memoised encodings would be on the old device/dtype
+        return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -134,7 +142,23 @@ class MSDMUNetModule(pl.LightningModule):
 
     @torch.no_grad()
     def encode_prompts(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return encode_text(self.tokenizer, self.text_encoder, captions, device=self.device)
+        """Token states + mask, memoised per caption string.
+
+        The encoder is frozen and in eval mode, so a caption always encodes to the same tensors: the memo is exact.
+        MEDVQA-GI has 483 distinct prompts for 20 k rows, so after the first epoch the text encoder rarely runs.
+        """
+        if self.hparams.text_cache_size <= 0:
+            return encode_text(self.tokenizer, self.text_encoder, captions, device=self.device)
+        missing = list(dict.fromkeys(c for c in captions if c not in self._text_memo))
+        if missing:
+            states, mask = encode_text(self.tokenizer, self.text_encoder, missing, device=self.device)
+            if len(self._text_memo) + len(missing) > self.hparams.text_cache_size:
+                self._text_memo.clear()  # simple bound; a real corpus of prompts fits far below the default
+            for c, s, m in zip(missing, states, mask):
+                self._text_memo[c] = (s, m)
+        states = torch.stack([self._text_memo[c][0] for c in captions])
+        mask = torch.stack([self._text_memo[c][1] for c in captions])
+        return states, mask
 
     # --------------------------------------------------------------- steps
     def training_step(self, batch, batch_idx):
@@ -145,6 +169,9 @@ class MSDMUNetModule(pl.LightningModule):
         ensure_finite(self, loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=latents.shape[0])
         return loss
+
+    def on_train_batch_start(self, batch, batch_idx):
+        reseed_for_step(self)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:

@@ -9,7 +9,7 @@ import torch
 from torchvision.utils import make_grid
 
 from lightning_modules.ema import EMA
-from lightning_modules.guards import ensure_finite, register_gloo_teardown
+from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
 from msdm.losses import VAELoss
 from msdm.models.presets import build_vae
 
@@ -63,6 +63,9 @@ class MSDMVAEModule(pl.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=x.shape[0])
         self.log("train_loss", logs["loss"].detach(), prog_bar=True, batch_size=x.shape[0], logger=False)
         return logs["loss"]
+
+    def on_train_batch_start(self, batch, batch_idx):
+        reseed_for_step(self)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:

@@ -42,3 +42,19 @@ def roco_dir(shared_data):
 def tiny_text_encoder(tmp_path_factory):
     """Folder of a tiny random BERT + word-level tokenizer that knows the MEDVQA-GI prompt words (hidden 32)."""
     return write_tiny_text_encoder(tmp_path_factory.mktemp("tiny_text_encoder"), hidden_size=32)
+
+
+@pytest.fixture(scope="session")
+def kvasir_samples(kvasir_dir):
+    """Eight real Kvasir-SEG images at 32² in the batch convention (pixel_values in [-1, 1], caption, id)."""
+    from msdm.testing import image_text_samples
+
+    return image_text_samples(kvasir_dir / "images", n=8, size=32)
+
+
+def make_loader(samples, batch_size=4, shuffle=True, seed=0):
+    from torch.utils.data import DataLoader
+
+    from msdm.data.sampling import EpochShuffleSampler
+
+    return DataLoader(samples, batch_size=batch_size, sampler=EpochShuffleSampler(len(samples), seed, shuffle))
