@@ -1,12 +1,13 @@
 """The synthetic colonoscopy scenes: determinism, splits, captions true to the attributes, detectors, epochs."""
 
 import csv
+import io
 import re
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.synthetic import (
@@ -206,6 +207,23 @@ def test_detectors_agree_with_the_attributes(scenes):
     text = np.mean([has_text_overlay(img) == a.has_text for a, img, _ in scenes])
     tools = np.mean([has_instrument(img) == bool(a.instruments) for a, img, _ in scenes])
     assert box >= 0.95 and text >= 0.95 and tools >= 0.95, (box, text, tools)
+
+
+@pytest.mark.parametrize("degrade", ["blur", "jpeg"])
+def test_detectors_survive_blur_and_jpeg(scenes, degrade):
+    """Generated images are softer and noisier than renders: the detectors must not rely on crisp pixels."""
+
+    def degraded(img):
+        if degrade == "blur":
+            return img.filter(ImageFilter.GaussianBlur(1))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=50)
+        return Image.open(buf)
+
+    results = [(a, degraded(img)) for a, img, _ in scenes[:60]]
+    assert np.mean([has_box_artefact(img) == a.box_artefact for a, img in results]) >= 0.95
+    assert np.mean([has_text_overlay(img) == a.has_text for a, img in results]) >= 0.95
+    assert np.mean([has_instrument(img) == bool(a.instruments) for a, img in results]) >= 0.95
 
 
 @pytest.mark.parametrize("size", [128, 256])
