@@ -128,3 +128,18 @@ def test_resume_at_epoch_boundary_matches_uninterrupted_run(three_epochs, tmp_pa
     _, resumed = _fit(3, num_workers=1, ckpt_path=str(tmp_path / "last.ckpt"))
     assert [row for row in resumed if row[0] == 2] == [row for row in three_epochs[1] if row[0] == 2]
     assert {row[0] for row in resumed} == {2}
+
+
+def test_ddp_sampler_wrapper_forwards_the_epoch():
+    """Under DDP Lightning wraps the sampler in DistributedSamplerWrapper: each rank gets half, at the right epoch."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    from msdm.data.epoch_sampler import EpochShuffleSampler
+
+    ranks = [DistributedSamplerWrapper(EpochShuffleSampler(10, seed=1), num_replicas=2, rank=r) for r in (0, 1)]
+    for epoch in (0, 4):
+        for s in ranks:
+            s.set_epoch(epoch)
+        parts = [list(s) for s in ranks]
+        assert {e for part in parts for _, e in part} == {epoch}
+        assert sorted(i for part in parts for i, _ in part) == list(range(10))
