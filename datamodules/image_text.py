@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader
 from msdm.data.augment import Augment
 from msdm.data.captions import ImageRecord
 from msdm.data.dataset import ImageSource, ImageTextDataset, collate, verify_records
+from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.hf import load_hf, select_split
 from msdm.data.paraphrase import ParaphraseStrategy, resolve_paraphrases
 from msdm.data.report import SkipReport, check_policy
-from msdm.data.sampler import EpochSampler
 from msdm.data.sources import find_captions_file, records_from_hf, records_from_table
 from msdm.data.splits import split_ids
 
@@ -254,7 +254,7 @@ class ImageTextDataModule(LightningDataModule):
         return DataLoader(
             ds,
             batch_size=h.batch_size if train else (h.val_batch_size or h.batch_size),
-            sampler=EpochSampler(len(ds), shuffle=True, seed=h.seed) if train else None,
+            sampler=EpochShuffleSampler(len(ds), seed=h.seed, shuffle=True) if train else None,
             shuffle=False if not train else None,
             num_workers=workers,
             persistent_workers=bool(h.persistent_workers) and workers > 0,

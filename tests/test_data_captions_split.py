@@ -1,4 +1,4 @@
-"""Caption tables, the seeded image-level split, counter-based randomness and the epoch sampler."""
+"""Caption tables, the seeded image-level split and counter-based randomness."""
 
 import json
 
@@ -13,7 +13,6 @@ from msdm.data.captions import (
     read_prompt_gt,
 )
 from msdm.data.report import BadSampleError, SkipReport
-from msdm.data.sampler import EpochSampler
 from msdm.data.sources import records_from_table
 from msdm.data.splits import split_ids
 
@@ -98,7 +97,7 @@ def test_tiny_dataset_still_gets_a_validation_image():
     assert split_ids(["a", "b"], 0.0, 0) == (["a", "b"], [])
 
 
-# --- randomness and sampler --------------------------------------------------------------------------------------
+# --- randomness -------------------------------------------------------------------------------------------------------
 
 
 def test_counter_rng_is_deterministic_and_uniform():
@@ -109,16 +108,3 @@ def test_counter_rng_is_deterministic_and_uniform():
     for i in range(5000):
         counts[rng.randint(5, 0, i)] += 1
     assert all(900 < c < 1100 for c in counts)
-
-
-def test_epoch_sampler_encodes_the_epoch():
-    s = EpochSampler(10, shuffle=True, seed=3)
-    e0 = list(s)
-    assert sorted(e0) == list(range(10))
-    e1 = list(s)  # no set_epoch: advances by itself
-    assert sorted(e1) == list(range(10, 20)) and [i - 10 for i in e1] != e0
-    s.set_epoch(5)
-    assert sorted(s) == list(range(50, 60))
-    s.set_epoch(0)
-    assert list(s) == e0  # same epoch, same order
-    assert list(EpochSampler(4, shuffle=False)) == [0, 1, 2, 3]

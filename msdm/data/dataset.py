@@ -5,7 +5,8 @@ when a paraphrase strategy is active. Two layouts:
 
 * **training** (``expand_prompts=False``): one item per image; each epoch the caption is drawn from the image's
   prompts (and paraphrases) by the :class:`~msdm.data.paraphrase.ParaphraseStrategy`, seeded and epoch-dependent;
-  prompt-aware augmentation (:mod:`msdm.data.augment`) may apply;
+  prompt-aware augmentation (:mod:`msdm.data.augment`) may apply. Index it with ``(index, epoch)`` — what
+  :class:`~msdm.data.epoch_sampler.EpochShuffleSampler` yields — or a plain ``index`` for epoch 0;
 * **validation / test** (``expand_prompts=True``): one item per (image, original prompt), no augmentation, centre
   crop — every original prompt is scored, never a paraphrase.
 
@@ -21,8 +22,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from msdm.data.augment import Augment, apply_jitter, permissions
 from msdm.data.captions import ImageRecord
@@ -162,8 +162,9 @@ class ImageTextDataset(Dataset):
         rec = self.records[r]
         return load_image(self.images.raw(rec), mode=self.mode, min_size=self.min_image_size, name=self.images.name(rec))
 
-    def __getitem__(self, k: int) -> dict:
-        epoch, i = divmod(int(k), len(self.items))  # EpochSampler encodes the epoch in the index
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        # EpochShuffleSampler (msdm.data.epoch_sampler) yields (index, epoch): the epoch reaches every worker process
+        i, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), 0)
         r, _ = self.items[i]
         try:
             img = self._load(r)
@@ -196,9 +197,9 @@ class ImageTextDataset(Dataset):
 
 
 def collate(batch: list[dict]) -> dict:
-    """Stack pixels, keep strings as lists (the batch format of docs/CONVENTIONS.md)."""
-    out = {"pixel_values": torch.stack([b["pixel_values"] for b in batch]).contiguous()}
-    for key in batch[0]:
-        if key != "pixel_values":
-            out[key] = [b[key] for b in batch]
-    return out
+    """Stack pixels, keep strings as lists (the batch format of docs/CONVENTIONS.md).
+
+    PyTorch's ``default_collate`` does exactly this for a dict of tensors and strings, and in a worker process it
+    stacks straight into shared memory, which saves a copy of every batch on its way to the main process.
+    """
+    return default_collate(batch)
