@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,20 +86,26 @@ def _open(src: Any, name: str) -> Image.Image:
             if len(src) == 0:
                 raise BadImageError(name, "corrupt", "0 bytes")
             return Image.open(io.BytesIO(src))
-        path = Path(src)
-        if not path.is_file():
-            raise BadImageError(name, "missing", f"no file at {path}")
-        if path.stat().st_size == 0:
-            raise BadImageError(name, "corrupt", "0 bytes")
-        return Image.open(path)
+        # no stat() before opening: on network or overlay filesystems each one costs as much as a small decode
+        return Image.open(src)
     except BadImageError:
         raise
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        raise BadImageError(name, "missing", f"no file at {src}") from e
     except UnidentifiedImageError as e:
-        raise BadImageError(name, "corrupt", "not an image PIL can identify") from e
+        empty = not isinstance(src, (bytes, bytearray, memoryview)) and _size_or_none(src) == 0
+        raise BadImageError(name, "corrupt", "0 bytes" if empty else "not an image PIL can identify") from e
     except Image.DecompressionBombError as e:
         raise BadImageError(name, "unsupported", str(e)) from e
     except OSError as e:
         raise BadImageError(name, "corrupt", str(e)) from e
+
+
+def _size_or_none(path) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def probe_image(src: Any, min_size: int = 0, name: str | None = None) -> ImageInfo:
