@@ -159,7 +159,7 @@ class ImageTextDataModule(LightningDataModule):
         for key, name in (("train", h.split), ("val", h.val_split), ("test", h.test_split)):
             if not name:
                 continue
-            d = select_split(ds, name, str(h.data))
+            d = select_split(ds, name, str(h.data), only_split_ok=key == "train")
             recs = records_from_hf(d, report, image_column, caption_column, h.id_column, captions=captions,
                                    where=f"{h.data} [{name}]")
             out[key] = (recs, ImageSource(d, image_column))

@@ -129,7 +129,7 @@ class KvasirVQADataModule(ImageTextDataModule):
             recs = records_from_table(table, folder / h.images_dir, report, image_column="Filename",
                                       caption_column="Prompt")
             return {"train": (recs, ImageSource())}
-        ds = select_split(load_hf(h.data), h.split, str(h.data))
+        ds = select_split(load_hf(h.data), h.split, str(h.data), only_split_ok=True)
         if self.source == "kvasir-vqa":
             if not h.captions:
                 raise ValueError(CAPTIONS_HINT)

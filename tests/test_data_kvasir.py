@@ -137,3 +137,24 @@ def test_hub_id_offline_names_the_fix():
     dm = KvasirVQADataModule(source="medvqa2024-hf", resolution=RES)  # default hub id, not cached here
     with pytest.raises(MissingWeightsError, match="--repo-type dataset"):
         dm.setup("fit")
+
+
+def test_kvasir_vqa_from_an_imagefolder_copy(tmp_path, kvasir_dir):
+    """A local imagefolder with metadata.jsonl (the hub columns) works too; its one split stands in for `raw`."""
+    import json
+    import os
+
+    files = sorted((kvasir_dir / "images").glob("*.jpg"))[:6]
+    with open(tmp_path / "metadata.jsonl", "w") as fh:
+        for f in files:
+            os.symlink(f, tmp_path / f.name)
+            for q in ("Are there any polyps?", "What procedure?"):
+                fh.write(json.dumps({"file_name": f.name, "img_id": f.stem, "question": q, "answer": "yes"}) + "\n")
+    caps = tmp_path / "captions.json"
+    caps.write_text(json.dumps({f.stem: {"g": ["Generate an image containing a polyp."]} for f in files}))
+    dm = KvasirVQADataModule(source="kvasir-vqa", data=str(tmp_path), captions=str(caps), resolution=RES,
+                             batch_size=5)
+    with pytest.warns(UserWarning, match="only split"):
+        dm.setup("fit")
+    assert dm.report["train_images"] == 5 and dm.report["val_images"] == 1
+    _check_batch(next(iter(dm.train_dataloader())), batch=5)

@@ -14,6 +14,7 @@ A hub id is looked up in the local cache when offline; a miss raises
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from msdm.hub import MissingWeightsError, is_local, pretrained_source
@@ -88,8 +89,12 @@ def load_hf(name_or_path: str | os.PathLike, split: str | None = None):
     return select_split(ds, split, s) if split else ds
 
 
-def select_split(ds, split: str, where: str = "dataset"):
-    """``ds[split]`` for a ``DatasetDict`` (accepting aliases such as valid/validation), ``ds`` for a ``Dataset``."""
+def select_split(ds, split: str, where: str = "dataset", only_split_ok: bool = False):
+    """``ds[split]`` for a ``DatasetDict`` (accepting aliases such as valid/validation), ``ds`` for a ``Dataset``.
+
+    ``only_split_ok``: if ``split`` is absent but the dataset has exactly one split, use it (a local copy of
+    Kvasir-VQA's ``raw`` split loads as ``train``). Only for the training split: a validation split must exist.
+    """
     import datasets
 
     if isinstance(ds, datasets.Dataset):
@@ -97,6 +102,10 @@ def select_split(ds, split: str, where: str = "dataset"):
     for name in SPLIT_ALIASES.get(split, (split,)):
         if name in ds:
             return ds[name]
+    if only_split_ok and len(ds) == 1:
+        (only,) = list(ds)
+        warnings.warn(f"{where} has no split {split!r}; using its only split {only!r}", stacklevel=2)
+        return ds[only]
     raise KeyError(f"{where} has no split {split!r}; it has {list(ds)}. Pass one of those as the split argument.")
 
 
