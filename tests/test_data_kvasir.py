@@ -158,3 +158,24 @@ def test_kvasir_vqa_from_an_imagefolder_copy(tmp_path, kvasir_dir):
         dm.setup("fit")
     assert dm.report["train_images"] == 5 and dm.report["val_images"] == 1
     _check_batch(next(iter(dm.train_dataloader())), batch=5)
+
+
+def test_ddp_sharding_keeps_the_epoch_and_splits_images(kvasir_devset):
+    """What Lightning does under DDP: wrap the sampler in DistributedSamplerWrapper. Two ranks see disjoint images
+    (up to DistributedSampler's padding) that together cover the training set, each with the caption of the current epoch."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    dm = _dm(kvasir_devset)
+    ds, sampler = dm.train_dataset, dm.train_dataloader().sampler
+    for epoch in (0, 3):
+        seen = []
+        for rank in (0, 1):
+            w = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=True, seed=0)
+            w.set_epoch(epoch)
+            keys = list(w)
+            assert all(e == epoch for _, e in keys)
+            seen.append({i for i, _ in keys})
+            item = ds[keys[0]]
+            assert item["caption"] == ds.caption_for(keys[0][0], epoch)[0]
+        # 135 images on 2 ranks: DistributedSampler pads one rank with one repeated index
+        assert len(seen[0] & seen[1]) == len(ds) % 2 and len(seen[0] | seen[1]) == len(ds)
