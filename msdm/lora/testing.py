@@ -145,3 +145,38 @@ def write_tiny_flux(path: str | os.PathLike, seed: int = 0, guidance_embeds: boo
         tokenizer_2=tokenizer_2, transformer=transformer,
     ).save_pretrained(path)
     return str(path)
+
+
+# Prompts in the MEDVQA-GI 2024 style, for tests and demos.
+MEDVQA_CAPTIONS = ["generate an image containing a polyp", "generate an image with 2 polyps",
+                   "generate an image with no polyps", "generate an image containing a green/black box artefact"]
+
+
+class FolderImageCaptions(torch.utils.data.Dataset):
+    """The first ``n`` images of a folder in the msdm batch format, for tests and benches.
+
+    Items: ``pixel_values`` ``[3, size, size]`` in [-1, 1] (centre crop, bicubic resize), ``caption`` (cycling through
+    ``captions``), ``id`` (the file stem). The real DataModules live in ``datamodules/``.
+    """
+
+    def __init__(self, folder: str | os.PathLike, n: int = 4, size: int = 32, captions: list[str] | None = None):
+        exts = {".jpg", ".jpeg", ".png"}
+        self.files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in exts)[:n]
+        if not self.files:
+            raise FileNotFoundError(f"no images in {folder}")
+        self.size = size
+        self.captions = list(captions or MEDVQA_CAPTIONS)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        import numpy as np
+        from PIL import Image
+
+        img = Image.open(self.files[i]).convert("RGB")
+        s = min(img.size)
+        img = img.crop(((img.width - s) // 2, (img.height - s) // 2, (img.width + s) // 2, (img.height + s) // 2))
+        x = torch.from_numpy(np.array(img.resize((self.size, self.size), Image.BICUBIC))).permute(2, 0, 1)
+        return {"pixel_values": x.float() / 127.5 - 1, "caption": self.captions[i % len(self.captions)],
+                "id": self.files[i].stem}
