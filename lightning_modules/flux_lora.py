@@ -61,6 +61,7 @@ class FluxLoRAModule(LoRAModuleBase):
         precompute_text_embeddings: fill the cache in one pass over the training loader before the first step.
         height, width, num_inference_steps, generation_guidance_scale: ``generate()`` defaults (FLUX.1-dev: 28
             steps, guidance 3.5).
+        val_prompts: prompts the ``SampleGrid`` callback renders at validation end.
         seed, lora_output_dir, export_lora, local_files_only: as in :class:`KandinskyLoRAModule`.
     """
 
@@ -94,6 +95,7 @@ class FluxLoRAModule(LoRAModuleBase):
         width: int = 256,
         num_inference_steps: int = 28,
         generation_guidance_scale: float = 3.5,
+        val_prompts: list[str] | None = None,
         seed: int = 0,
         lora_output_dir: str | None = None,
         export_lora: bool = True,
@@ -103,6 +105,8 @@ class FluxLoRAModule(LoRAModuleBase):
         if weighting_scheme not in WEIGHTING_SCHEMES:
             raise ValueError(f"weighting_scheme must be one of {WEIGHTING_SCHEMES}, got {weighting_scheme!r}")
         self.save_hyperparameters()
+        # Prompts of the SampleGrid callback (lightning_modules.image_logging) and other per-epoch image checks.
+        self.val_prompts = list(val_prompts or [])
         parts = self.load_base()
         self.transformer = parts["transformer"]
         self.vae = parts["vae"]

@@ -57,6 +57,7 @@ class KandinskyLoRAModule(LoRAModuleBase):
         prior_lora / decoder_lora: LoRA folders of the *other* stage to load for ``generate()``.
         height, width, num_inference_steps, guidance_scale, prior_num_inference_steps, prior_guidance_scale:
             sampling defaults of ``generate()`` (diffusers' CFG convention ``uncond + s (cond - uncond)``).
+        val_prompts: prompts the ``SampleGrid`` callback renders at validation end.
         seed: seed of the per-step noise (exact resume) and of ``generate()`` when none is given.
         lora_output_dir / export_lora: where ``on_train_end`` saves the LoRA (default ``<log_dir>/lora``).
         local_files_only: ``None`` = offline for folders and when ``HF_HUB_OFFLINE`` is set.
@@ -91,6 +92,7 @@ class KandinskyLoRAModule(LoRAModuleBase):
         guidance_scale: float = 4.0,
         prior_num_inference_steps: int = 25,
         prior_guidance_scale: float = 4.0,
+        val_prompts: list[str] | None = None,
         seed: int = 0,
         lora_output_dir: str | None = None,
         export_lora: bool = True,
@@ -102,6 +104,8 @@ class KandinskyLoRAModule(LoRAModuleBase):
         if prior_noise_schedule not in ("prior", "decoder"):
             raise ValueError(f"prior_noise_schedule must be 'prior' or 'decoder', got {prior_noise_schedule!r}")
         self.save_hyperparameters()
+        # Prompts of the SampleGrid callback (lightning_modules.image_logging) and other per-epoch image checks.
+        self.val_prompts = list(val_prompts or [])
         self.stage = stage
         dtype = parse_dtype(frozen_dtype)
         load = {"revision": revision, "local_files_only": local_files_only}
