@@ -85,3 +85,20 @@ def test_msdm_fit_flux_lora_fast_dev_run(tmp_path, kvasir_dir, monkeypatch):
     assert cli.trainer.global_step == 1
     assert (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").exists()
     assert (tmp_path / "run" / "samples" / "epoch=0000.png").exists()  # generate() through the SampleGrid callback
+
+
+@pytest.mark.parametrize("name", ["kandinsky_lora_prior_kvasir", "kandinsky_lora_decoder_kvasir", "flux_lora_kvasir",
+                                  "kandinsky_lora_prior_rocov2", "kandinsky_lora_decoder_rocov2", "flux_lora_rocov2"])
+def test_lora_configs_name_real_arguments(name):
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml").read_text())
+    mod, _, cls = cfg["model"]["class_path"].rpartition(".")
+    inspect.signature(getattr(importlib.import_module(mod), cls)).bind(**cfg["model"]["init_args"])
+    trainer_args = {k: v for k, v in cfg["trainer"].items() if k not in ("logger", "callbacks")}
+    inspect.signature(L.Trainer).bind(**trainer_args)
+    for cb in cfg["trainer"]["callbacks"]:
+        mod, _, cls = cb["class_path"].rpartition(".")
+        inspect.signature(getattr(importlib.import_module(mod), cls)).bind(**cb.get("init_args", {}))
