@@ -138,7 +138,8 @@ class KandinskyLoRAModule(LoRAModuleBase):
             if gradient_checkpointing:
                 raise ValueError("gradient_checkpointing is supported for the decoder stage only")
         else:
-            d = load_parts(KANDINSKY_DECODER_PARTS, decoder_model, dtype=dtype, dtypes={"movq": torch.float32}, **load)
+            # MoVQ in the frozen dtype too: the stock pipeline decodes the U-Net's latents without casting.
+            d = load_parts(KANDINSKY_DECODER_PARTS, decoder_model, dtype=dtype, **load)
             self.unet, self.movq, self.noise_scheduler = d["unet"], d["movq"], d["scheduler"]
             add_lora(self.unet, config)
             if gradient_checkpointing:
@@ -191,8 +192,7 @@ class KandinskyLoRAModule(LoRAModuleBase):
         dtype = parse_dtype(hp.frozen_dtype)
         if "pipe" not in self._gen:
             if self.stage == "prior":
-                d = load_parts(KANDINSKY_DECODER_PARTS, hp.decoder_model, dtype=dtype, dtypes={"movq": torch.float32},
-                               **load)
+                d = load_parts(KANDINSKY_DECODER_PARTS, hp.decoder_model, dtype=dtype, **load)
                 if hp.decoder_lora:
                     load_model_lora(d["unet"], hp.decoder_lora)
                 prior_parts = {"prior": self.prior, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,

@@ -164,3 +164,14 @@ def test_fast_dev_run_generates_and_exports(tiny_flux, kvasir, tmp_path):
     torch.testing.assert_close(m.generate(MEDVQA_CAPTIONS[:2], num_images_per_prompt=2, seed=3), imgs)
     info = m.generation_info()
     assert info["guidance_scale"] == 3.5 and info["train_guidance_scale"] == 1.0 and info["steps"] == 2
+
+
+def test_bf16_frozen_weights_train_and_generate(tiny_flux, kvasir):
+    m = make(tiny_flux, frozen_dtype="bfloat16")
+    assert m.transformer.x_embedder.weight.dtype == torch.bfloat16
+    loss = m.loss(next(iter(DataLoader(kvasir, batch_size=2))), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.lora_parameters())
+    assert m.text_cache().get(kvasir[0]["id"], kvasir[0]["caption"])["prompt_embeds"].dtype == torch.bfloat16
+    img = m.generate(MEDVQA_CAPTIONS[:1], seed=0)
+    assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()

@@ -190,3 +190,14 @@ def test_fast_dev_run_with_validation_and_lora_export(tiny_kandinsky, kvasir_dir
     assert (tmp_path / "lora" / "msdm_lora.json").exists()
     # While training, the frozen CLIP towers stay in eval mode; the adapted prior trains.
     assert rec.modes == {"image_encoder": False, "text_encoder": False, "prior": True}
+
+
+def test_bf16_frozen_weights_train_and_generate(tiny_kandinsky, kvasir_batch):
+    # The GPU configs keep the frozen base in bf16 and the LoRA in fp32: one step and one image must work.
+    m = make("decoder", tiny_kandinsky, frozen_dtype="bfloat16")
+    assert m.unet.conv_in.weight.dtype == torch.bfloat16 and m.movq.dtype == torch.bfloat16
+    loss = m.loss(kvasir_batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.lora_parameters())
+    img = m.generate(CAPTIONS[:1], seed=0)
+    assert img.shape == (1, 3, 32, 32) and img.dtype == torch.float32 and torch.isfinite(img).all()
