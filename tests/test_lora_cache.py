@@ -87,3 +87,11 @@ def test_module_fingerprint_sees_weights_not_only_config():
     assert module_fingerprint(a) == module_fingerprint(b)
     assert fingerprint(x=1, y=[1, 2]) == fingerprint(y=[1, 2], x=1) != fingerprint(x=2, y=[1, 2])
     assert os.sep not in fingerprint(x=1)
+
+
+def test_flush_by_bytes_bounds_pending_memory(tmp_path):
+    cache = EmbeddingCache(tmp_path, "fp", flush_every=10_000, flush_bytes=3 * 4 * 100)
+    for i in range(7):
+        cache.put(f"id{i}", "", {"x": torch.zeros(100)})  # 400 bytes each: a shard every 3 entries
+    assert len(list((tmp_path / "fp").glob("shard-*.safetensors"))) == 2 and len(cache) == 7
+    assert torch.equal(EmbeddingCache(tmp_path, "fp").get("id4")["x"], torch.zeros(100))

@@ -67,15 +67,19 @@ class EmbeddingCache:
         fingerprint: identifies what produced the values (see :func:`fingerprint`); entries of another fingerprint
             are never returned (they live in another subfolder).
         rank: this process's rank; it only ever writes ``shard-r{rank}-*`` files.
-        flush_every: write a shard after this many new entries (and on :meth:`flush`).
+        flush_every: write a shard after this many new entries (and on :meth:`flush`) ...
+        flush_bytes: ... or once the pending entries hold this many bytes (FLUX T5 states are ~4 MB a sample).
         store_dtype: optional dtype to store floating tensors in (e.g. ``torch.bfloat16`` to halve the disk size).
     """
 
     def __init__(self, directory: str | os.PathLike | None, fingerprint: str, rank: int = 0,
-                 flush_every: int = 256, store_dtype: torch.dtype | None = None, describe: dict | None = None):
+                 flush_every: int = 256, flush_bytes: int = 512 * 2**20, store_dtype: torch.dtype | None = None,
+                 describe: dict | None = None):
         self.fingerprint = str(fingerprint)
         self.rank = int(rank)
         self.flush_every = int(flush_every)
+        self.flush_bytes = int(flush_bytes)
+        self._pending_bytes = 0
         self.store_dtype = store_dtype
         self.hits = 0
         self.misses = 0
@@ -148,6 +152,7 @@ class EmbeddingCache:
             fh.write(save(tensors, metadata=meta))
         self._pending.clear()
         self._pending_meta.clear()
+        self._pending_bytes = 0
         self.refresh()
         return path
 
@@ -177,7 +182,9 @@ class EmbeddingCache:
             entry[name] = t.contiguous().clone()  # own storage: never keep a whole batch alive through a view
         self._pending[k] = entry
         self._pending_meta[k] = (str(sample_id), str(text))
-        if self.directory is not None and len(self._pending) >= self.flush_every:
+        self._pending_bytes += sum(t.numel() * t.element_size() for t in entry.values())
+        if self.directory is not None and (len(self._pending) >= self.flush_every
+                                           or self._pending_bytes >= self.flush_bytes):
             self.flush()
 
     def get_or_compute(
@@ -190,21 +197,28 @@ class EmbeddingCache:
     ) -> dict[str, torch.Tensor]:
         """The batch ``{name: [B, ...]}`` for ``ids`` / ``texts``, computing only the missing rows.
 
-        ``compute(rows)`` receives the batch positions that missed and must return ``{name: [len(rows), ...]}``;
-        its results are stored and returned in batch order. ``dtype`` casts floating outputs.
+        ``compute(rows)`` receives the batch positions that missed (one per distinct key) and must return
+        ``{name: [len(rows), ...]}``; its results are stored and returned in batch order. ``misses`` counts the rows
+        computed, ``hits`` all others (served from the cache, or from a twin computed in the same batch).
+        ``dtype`` casts floating outputs.
         """
         texts = [""] * len(ids) if texts is None else list(texts)
         if len(texts) != len(ids):
             raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
         rows: list[dict[str, torch.Tensor] | None] = [self.get(i, t) for i, t in zip(ids, texts)]
-        missing = [j for j, r in enumerate(rows) if r is None]
+        # One computation per distinct missing key, even if the batch holds it twice.
+        first: dict[str, int] = {}
+        for j, r in enumerate(rows):
+            if r is None:
+                first.setdefault(self.key(ids[j], texts[j]), j)
+        missing = list(first.values())
         self.hits += len(ids) - len(missing)
         self.misses += len(missing)
         if missing:
             out = compute(missing)
             for pos, j in enumerate(missing):
                 self.put(ids[j], texts[j], {name: v[pos] for name, v in out.items()})
-                rows[j] = self.get(ids[j], texts[j])
+            rows = [r if r is not None else self.get(i, t) for r, i, t in zip(rows, ids, texts)]
         names = list(rows[0].keys())
         batch = {}
         for name in names:
