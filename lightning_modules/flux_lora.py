@@ -197,15 +197,12 @@ class FluxLoRAModule(LoRAModuleBase):
         if cache is None:
             return 0
         before = cache.misses
+        # The encoders visit the GPU once for the whole pass (text_embeddings' own visits are then no-ops).
         with visiting(self._text_encoders(), self.device, stay=not self.hparams.offload_text_encoders):
             for i, batch in enumerate(dataloader):
                 if max_batches is not None and i >= max_batches:
                     break
-                ids, caps = self._cache_ids(list(batch["id"])), list(batch["caption"])
-                cache.get_or_compute(ids, caps, lambda rows, caps=caps: encode_flux_prompts(
-                    self._text["tokenizer"], self._text["text_encoder"], self._text["tokenizer_2"],
-                    self._text["text_encoder_2"], [caps[j] for j in rows], self.hparams.max_sequence_length,
-                    device=self.device))
+                self.text_embeddings(list(batch["id"]), list(batch["caption"]))
         cache.flush()
         return cache.misses - before
 
