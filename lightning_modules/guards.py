@@ -51,7 +51,7 @@ def reseed_for_step(module) -> None:
     Noise, timesteps, CFG dropout, posterior samples and ``nn.Dropout`` all draw from the global RNG; reseeding it
     at every training step makes a run resumed from a checkpoint draw exactly what the uninterrupted run drew,
     without saving RNG states (which Lightning does not restore by default). Data order is made resumable
-    separately by epoch-seeded samplers (:class:`msdm.data.sampling.EpochShuffleSampler`, or Lightning's
+    separately by epoch-seeded samplers (:class:`msdm.data.epoch_sampler.EpochShuffleSampler`, or Lightning's
     ``DistributedSampler`` under DDP).
     """
     import os

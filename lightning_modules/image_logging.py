@@ -12,8 +12,9 @@ class SampleGrid(pl.Callback):
     """Generate images for fixed prompts every ``every_n_epochs`` validations; log them to TensorBoard and write
     ``<log_dir>/samples/epoch=XXXX.png``.
 
-    Prompts default to the module's ``val_prompts``. Generation runs on global rank zero only (a grid is for eyes,
-    not metrics; the metric callbacks shard generation over ranks). Seeded, so grids of successive epochs are
+    Prompts default to the module's ``sample_prompts``, then to the DataModule's ``validation_prompts``.
+    Generation runs on global rank zero only (a grid is for eyes, not metrics; the metric callbacks shard
+    generation over ranks). Seeded, so grids of successive epochs are
     comparable.
     """
 
@@ -30,7 +31,9 @@ class SampleGrid(pl.Callback):
             return
         if (trainer.current_epoch + 1) % self.every and not trainer.fast_dev_run:
             return
-        prompts = self.prompts or list(getattr(pl_module, "val_prompts", []) or [])
+        dm = getattr(trainer, "datamodule", None)
+        prompts = (self.prompts or list(getattr(pl_module, "sample_prompts", []) or [])
+                   or list(getattr(dm, "validation_prompts", []) or []))
         if not prompts:
             return
         kwargs = {"num_inference_steps": self.steps} if self.steps else {}

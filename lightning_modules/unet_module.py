@@ -39,7 +39,7 @@ class MSDMUNetModule(pl.LightningModule):
         ema_decay: EMA of the U-Net weights (None = off); used for sampling and export when on.
         sampler, num_inference_steps, guidance_scale, eta: defaults of :meth:`generate` — DDIM-150, η = 1 and
             4.5 in diffusers' guidance convention (= the reference's 3.5).
-        val_prompts: prompts for sample grids / metric callbacks (they read ``module.val_prompts``).
+        sample_prompts: prompts for sample grids / metric callbacks (they read ``module.sample_prompts``).
         resolution: image side; default from the preset.
         unet_overrides: extra :class:`~msdm.models.unet.MSDMUNet` kwargs on top of the preset.
         gradient_checkpointing: recompute U-Net activations in backward (less memory, ~30 % slower).
@@ -66,7 +66,7 @@ class MSDMUNetModule(pl.LightningModule):
         num_inference_steps: int = REFERENCE_STEPS,
         guidance_scale: float = 4.5,
         eta: float = 1.0,
-        val_prompts: list[str] | None = None,
+        sample_prompts: list[str] | None = None,
         resolution: int | None = None,
         unet_overrides: dict | None = None,
         gradient_checkpointing: bool = False,
@@ -78,7 +78,7 @@ class MSDMUNetModule(pl.LightningModule):
         self.save_hyperparameters()
         p = get_preset(preset)
         self.resolution = resolution or p.resolution
-        self.val_prompts = list(val_prompts or [])
+        self.sample_prompts = list(sample_prompts or [])
 
         self.tokenizer, self.text_encoder = load_text_encoder(
             text_encoder, max_length=max_length, local_files_only=local_files_only, trust_remote_code=trust_remote_code

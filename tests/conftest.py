@@ -52,9 +52,23 @@ def kvasir_samples(kvasir_dir):
     return image_text_samples(kvasir_dir / "images", n=8, size=32)
 
 
+class SampleList(torch.utils.data.Dataset):
+    """A list of samples indexable by ``i`` or by ``(i, epoch)`` (what EpochShuffleSampler yields)."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        return self.samples[key[0] if isinstance(key, tuple) else key]
+
+
 def make_loader(samples, batch_size=4, shuffle=True, seed=0):
+    """Epoch-seeded loader (resumable order) over in-memory samples."""
     from torch.utils.data import DataLoader
 
-    from msdm.data.sampling import EpochShuffleSampler
+    from msdm.data.epoch_sampler import EpochShuffleSampler
 
-    return DataLoader(samples, batch_size=batch_size, sampler=EpochShuffleSampler(len(samples), seed, shuffle))
+    return DataLoader(SampleList(samples), batch_size=batch_size, sampler=EpochShuffleSampler(len(samples), seed, shuffle))

@@ -80,3 +80,23 @@ def test_export_of_a_vae_checkpoint(unet_ckpt, tmp_path, capsys):
 
     assert main(["export", str(unet_ckpt / "vae.ckpt"), "--out", str(tmp_path / "vae")]) == 0
     assert load_vae(tmp_path / "vae").config.latent_channels == 4
+
+
+def test_fit_vae_through_the_cli_with_the_default_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no cli.yaml here: the repository's default config is used
+    main(["fit", "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--model.init_args.preset=tiny",
+          "--data.init_args.resolution=32", "--data.init_args.batch_size=4", "--data.init_args.num_train=8",
+          "--data.init_args.num_val=4"])
+    assert (tmp_path / "runs").exists()
+
+
+def test_fit_unet_through_the_cli(unet_ckpt, tiny_text_encoder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "-c", str(ROOT / "configs/quickstart_unet.yaml"), "--trainer.fast_dev_run=true",
+          "--trainer.accelerator=cpu", "--model.init_args.preset=tiny", f"--model.init_args.vae={unet_ckpt / 'vae.ckpt'}",
+          f"--model.init_args.text_encoder={tiny_text_encoder}", "--model.init_args.max_length=16",
+          "--model.init_args.resolution=32", "--model.init_args.num_inference_steps=2",
+          "--data.init_args.resolution=32", "--data.init_args.batch_size=4", "--data.init_args.num_train=8",
+          "--data.init_args.num_val=4"])
+    grids = list(tmp_path.glob("runs/**/samples/*.png"))
+    assert grids, "the SampleGrid callback wrote no grid"
