@@ -66,8 +66,8 @@ class FluxLoRAModule(LoRAModuleBase):
         precompute_text_embeddings: fill the cache in one pass over the training loader before the first step.
         height, width, num_inference_steps, generation_guidance_scale: ``generate()`` defaults (FLUX.1-dev: 28
             steps, guidance 3.5).
-        val_prompts: prompts the ``SampleGrid`` callback renders at validation end.
-        seed, lora_output_dir, export_lora, local_files_only: as in :class:`KandinskyLoRAModule`.
+        sample_prompts: prompts the ``SampleGrid`` callback renders at validation end.
+        noise_seed, lora_output_dir, export_lora, local_files_only: as in :class:`KandinskyLoRAModule`.
     """
 
     def __init__(
@@ -101,8 +101,8 @@ class FluxLoRAModule(LoRAModuleBase):
         width: int = 256,
         num_inference_steps: int = 28,
         generation_guidance_scale: float = 3.5,
-        val_prompts: list[str] | None = None,
-        seed: int = 0,
+        sample_prompts: list[str] | None = None,
+        noise_seed: int | None = None,
         lora_output_dir: str | None = None,
         export_lora: bool = True,
         local_files_only: bool | None = None,
@@ -114,7 +114,7 @@ class FluxLoRAModule(LoRAModuleBase):
             raise ValueError(f"weighting_scheme must be one of {WEIGHTING_SCHEMES}, got {weighting_scheme!r}")
         self.save_hyperparameters()
         # Prompts of the SampleGrid callback (lightning_modules.image_logging) and other per-epoch image checks.
-        self.val_prompts = list(val_prompts or [])
+        self.sample_prompts = list(sample_prompts or [])
         parts = self.load_base()
         self.transformer = parts["transformer"]
         self.vae = parts["vae"]
@@ -268,7 +268,7 @@ class FluxLoRAModule(LoRAModuleBase):
         text = self.encode_prompts(list(prompts))
         embeds = text["prompt_embeds"].repeat_interleave(n, dim=0)
         pooled = text["pooled_prompt_embeds"].repeat_interleave(n, dim=0)
-        seed = hp.seed if seed is None else seed
+        seed = self.base_seed() if seed is None else seed
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         kw = {"height": sampling.pop("height", hp.height), "width": sampling.pop("width", hp.width),
               "num_inference_steps": sampling.pop("num_inference_steps", hp.num_inference_steps),
@@ -299,5 +299,5 @@ class FluxLoRAModule(LoRAModuleBase):
             "max_sequence_length": hp.max_sequence_length,
             "height": hp.height,
             "width": hp.width,
-            "seed": hp.seed,
+            "seed": self.base_seed(),
         }

@@ -57,8 +57,10 @@ class KandinskyLoRAModule(LoRAModuleBase):
         prior_lora / decoder_lora: LoRA folders of the *other* stage to load for ``generate()``.
         height, width, num_inference_steps, guidance_scale, prior_num_inference_steps, prior_guidance_scale:
             sampling defaults of ``generate()`` (diffusers' CFG convention ``uncond + s (cond - uncond)``).
-        val_prompts: prompts the ``SampleGrid`` callback renders at validation end.
-        seed: seed of the per-step noise (exact resume) and of ``generate()`` when none is given.
+        sample_prompts: prompts the ``SampleGrid`` callback renders at validation end.
+        noise_seed: seed of the per-step noise (exact resume) and of ``generate()`` when none is given;
+            ``None`` = the run's ``seed_everything`` value (``PL_GLOBAL_SEED``), else 0. (Not ``seed``: that
+            name belongs to the DataModules, and Lightning refuses differing hparams of the same name.)
         lora_output_dir / export_lora: where ``on_train_end`` saves the LoRA (default ``<log_dir>/lora``).
         local_files_only: ``None`` = offline for folders and when ``HF_HUB_OFFLINE`` is set.
     """
@@ -92,8 +94,8 @@ class KandinskyLoRAModule(LoRAModuleBase):
         guidance_scale: float = 4.0,
         prior_num_inference_steps: int = 25,
         prior_guidance_scale: float = 4.0,
-        val_prompts: list[str] | None = None,
-        seed: int = 0,
+        sample_prompts: list[str] | None = None,
+        noise_seed: int | None = None,
         lora_output_dir: str | None = None,
         export_lora: bool = True,
         local_files_only: bool | None = None,
@@ -105,7 +107,7 @@ class KandinskyLoRAModule(LoRAModuleBase):
             raise ValueError(f"prior_noise_schedule must be 'prior' or 'decoder', got {prior_noise_schedule!r}")
         self.save_hyperparameters()
         # Prompts of the SampleGrid callback (lightning_modules.image_logging) and other per-epoch image checks.
-        self.val_prompts = list(val_prompts or [])
+        self.sample_prompts = list(sample_prompts or [])
         self.stage = stage
         dtype = parse_dtype(frozen_dtype)
         load = {"revision": revision, "local_files_only": local_files_only}
@@ -232,7 +234,7 @@ class KandinskyLoRAModule(LoRAModuleBase):
         pipe = self._pipeline()
         kw = {k: sampling.pop(k, hp[k]) for k in ("height", "width", "num_inference_steps", "guidance_scale",
                                                     "prior_num_inference_steps", "prior_guidance_scale")}
-        seed = hp.seed if seed is None else seed
+        seed = self.base_seed() if seed is None else seed
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         was_training = self.lora_model.training
         self.lora_model.eval()
@@ -266,5 +268,5 @@ class KandinskyLoRAModule(LoRAModuleBase):
             "guidance_convention": "diffusers: uncond + s * (cond - uncond)",
             "height": hp.height,
             "width": hp.width,
-            "seed": hp.seed,
+            "seed": self.base_seed(),
         }

@@ -7,7 +7,7 @@ refuses a checkpoint that lacks any LoRA weight this module has (a silently half
 than an error).
 
 Exact resume: every training step draws its noise and timesteps from a generator seeded by
-``(seed, epoch, batch index, rank)``, not from the global RNG stream, so a run resumed from a checkpoint draws what
+``(noise_seed, epoch, batch index, rank)``, not from the global RNG stream, so a run resumed from a checkpoint draws what
 the uninterrupted run drew.
 """
 
@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections import OrderedDict
 from pathlib import Path
 
 import lightning as L
 import torch
+
+from lightning_modules.guards import ensure_finite, register_gloo_teardown
 
 
 def _is_lora_key(name: str) -> bool:
@@ -92,15 +95,24 @@ class LoRAModuleBase(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def base_seed(self) -> int:
+        """``hparams.noise_seed``, else the run's ``seed_everything`` value, else 0."""
+        seed = self.hparams.get("noise_seed")
+        return int(seed if seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
+
     def step_generator(self, *parts) -> torch.Generator:
-        """A generator on this module's device seeded by ``(hparams.seed, *parts)`` — never by global RNG state."""
-        blob = repr((int(self.hparams.seed), *parts)).encode()
+        """A generator on this module's device seeded by ``(base_seed, *parts)`` — never by global RNG state."""
+        blob = repr((self.base_seed(), *parts)).encode()
         seed = int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
         return torch.Generator(device=self.device).manual_seed(seed)
+
+    def setup(self, stage: str) -> None:
+        register_gloo_teardown()
 
     def training_step(self, batch, batch_idx):
         gen = self.step_generator("train", self.current_epoch, batch_idx, self.global_rank)
         loss = self.loss(batch, gen)
+        ensure_finite(self, loss)  # a NaN/inf loss stops the run before the optimizer step, naming the step
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
         return loss
 

@@ -1,48 +1,25 @@
-"""``msdm fit -c <config> --trainer.fast_dev_run=true`` for both LoRA modules, on tiny base folders.
-
-The DataModule here is a stand-in defined in this file (real Kvasir-SEG images from ../shared/data) until the data
-issue's DataModules land; the configs in configs/ name those.
-"""
+"""``msdm fit -c <config> --trainer.fast_dev_run=true`` for both LoRA modules, on tiny base folders written to tmp and
+the embedded synthetic colonoscopy DataModule; plus a check that the shipped LoRA configs name real arguments."""
 
 import lightning as L
 import pytest
 import yaml
-from torch.utils.data import DataLoader
 
 from lightning_modules.cli import run_lightning_cli
-from msdm.lora.testing import (
-    FolderImageCaptions,
-    write_tiny_flux,
-    write_tiny_kandinsky_decoder,
-    write_tiny_kandinsky_prior,
-)
+from msdm.lora.testing import write_tiny_flux, write_tiny_kandinsky_decoder, write_tiny_kandinsky_prior
 
 
-class KvasirFolderDataModule(L.LightningDataModule):
-    """A few real images of a folder, batch format of docs/CONVENTIONS.md."""
-
-    def __init__(self, folder: str, n: int = 4, size: int = 32, batch_size: int = 2):
-        super().__init__()
-        self.folder, self.n, self.size, self.batch_size = folder, n, size, batch_size
-
-    def setup(self, stage=None):
-        self.ds = FolderImageCaptions(self.folder, n=self.n, size=self.size)
-
-    def train_dataloader(self):
-        return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.ds, batch_size=self.batch_size)
-
-
-def _config(tmp_path, kvasir_dir, model: dict, callbacks=None) -> str:
+def _config(tmp_path, model: dict, callbacks=None) -> str:
     cfg = {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
+        "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
+                    # a real logger: Lightning then checks that model and DataModule hparams do not clash
+                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                               "init_args": {"save_dir": str(tmp_path / "logs")}},
                     "default_root_dir": str(tmp_path / "run"), "callbacks": callbacks or []},
         "model": model,
-        "data": {"class_path": f"{__name__}.KvasirFolderDataModule",
-                 "init_args": {"folder": str(kvasir_dir / "images")}},
+        "data": {"class_path": "datamodules.synthetic.SyntheticGIDataModule",
+                 "init_args": {"num_train": 4, "num_val": 2, "resolution": 32, "batch_size": 2, "seed": 3}},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -61,9 +38,9 @@ def tiny_kandinsky(tmp_path_factory):
 
 
 @pytest.mark.parametrize("stage", ["prior", "decoder"])
-def test_msdm_fit_kandinsky_lora_fast_dev_run(stage, tiny_kandinsky, tmp_path, kvasir_dir, monkeypatch):
+def test_msdm_fit_kandinsky_lora_fast_dev_run(stage, tiny_kandinsky, tmp_path, monkeypatch):
     prior, decoder = tiny_kandinsky
-    cfg = _config(tmp_path, kvasir_dir, {
+    cfg = _config(tmp_path, {
         "class_path": "lightning_modules.kandinsky_lora.KandinskyLoRAModule",
         "init_args": {"stage": stage, "prior_model": prior, "decoder_model": decoder, "rank": 4, "snr_gamma": 5.0},
     })
@@ -72,13 +49,13 @@ def test_msdm_fit_kandinsky_lora_fast_dev_run(stage, tiny_kandinsky, tmp_path, k
     assert (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").exists()
 
 
-def test_msdm_fit_flux_lora_fast_dev_run(tmp_path, kvasir_dir, monkeypatch):
+def test_msdm_fit_flux_lora_fast_dev_run(tmp_path, monkeypatch):
     flux = write_tiny_flux(tmp_path / "flux")
-    cfg = _config(tmp_path, kvasir_dir, {
+    cfg = _config(tmp_path, {
         "class_path": "lightning_modules.flux_lora.FluxLoRAModule",
         "init_args": {"model": flux, "rank": 4, "frozen_dtype": "float32", "max_sequence_length": 16,
                       "weighting_scheme": "logit_normal", "gradient_checkpointing": True, "height": 32, "width": 32,
-                      "val_prompts": ["generate an image containing a polyp"]},
+                      "sample_prompts": ["generate an image containing a polyp"]},
     }, callbacks=[{"class_path": "lightning_modules.SampleGrid",
                    "init_args": {"num_images_per_prompt": 2, "num_inference_steps": 2}}])
     cli = _fit(monkeypatch, cfg)
