@@ -4,20 +4,17 @@ Lightning's `strategy="ddp"` re-launches this script for rank 1, so it must be a
 checksum and its text-cache statistics to OUT/rank{r}.json.
 """
 
-import atexit
 import json
 import sys
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.distributed import _destroy_dist_connection
 from torch.utils.data import DataLoader
 
 from lightning_modules.flux_lora import FluxLoRAModule
 from msdm.lora.testing import FolderImageCaptions
 
-# Lightning registers process-group teardown at exit only for NCCL; without this gloo runs abort now and then.
-atexit.register(_destroy_dist_connection)
+# (The module's setup registers the gloo process-group teardown at exit: lightning_modules.guards.)
 
 
 def main(images, flux, out):
