@@ -40,7 +40,9 @@ class MSDMUNetModule(pl.LightningModule):
         sampler, num_inference_steps, guidance_scale, eta: defaults of :meth:`generate` — DDIM-150, η = 1 and
             4.5 in diffusers' guidance convention (= the reference's 3.5).
         sample_prompts: prompts for sample grids / metric callbacks (they read ``module.sample_prompts``).
-        resolution: image side; default from the preset.
+        image_size: side of generated images in pixels; default: the preset's training resolution. (Not called
+            ``resolution``: Lightning refuses a module and a DataModule hyper-parameter of the same name with
+            different values, and the DataModules have ``resolution``.)
         unet_overrides: extra :class:`~msdm.models.unet.MSDMUNet` kwargs on top of the preset.
         gradient_checkpointing: recompute U-Net activations in backward (less memory, ~30 % slower).
         text_cache_size: distinct captions whose encodings are memoised in memory (0 = off); exact, see
@@ -67,7 +69,7 @@ class MSDMUNetModule(pl.LightningModule):
         guidance_scale: float = 4.5,
         eta: float = 1.0,
         sample_prompts: list[str] | None = None,
-        resolution: int | None = None,
+        image_size: int | None = None,
         unet_overrides: dict | None = None,
         gradient_checkpointing: bool = False,
         text_cache_size: int = 4096,
@@ -77,7 +79,7 @@ class MSDMUNetModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         p = get_preset(preset)
-        self.resolution = resolution or p.resolution
+        self.resolution = image_size or p.resolution
         self.sample_prompts = list(sample_prompts or [])
 
         self.tokenizer, self.text_encoder = load_text_encoder(

@@ -37,7 +37,7 @@ def _fit(args, datamodule_cls):
 def _unet_args(vae_ckpt, text_encoder):
     return ["--model.init_args.preset=tiny", f"--model.init_args.vae={vae_ckpt}",
             f"--model.init_args.text_encoder={text_encoder}", "--model.init_args.max_length=16",
-            "--model.init_args.resolution=32", "--model.init_args.num_inference_steps=2"]
+            "--model.init_args.image_size=32", "--model.init_args.num_inference_steps=2"]
 
 
 @pytest.mark.parametrize("config", ["msdm_vae_kvasir", "msdm_unet_kvasir"])
