@@ -1,1 +1,11 @@
-"""Thin Lightning shells around the msdm core: one LightningModule per generator, plus metric/image callbacks."""
+"""Thin Lightning shells around the msdm core: one LightningModule per generator, plus callbacks.
+
+Import the classes from here (``from lightning_modules import MSDMUNetModule``) or by their module path in YAML
+configs (``class_path: lightning_modules.MSDMUNetModule``).
+"""
+
+from lightning_modules.image_logging import SampleGrid
+from lightning_modules.unet_module import MSDMUNetModule
+from lightning_modules.vae_module import MSDMVAEModule
+
+__all__ = ["MSDMVAEModule", "MSDMUNetModule", "SampleGrid"]

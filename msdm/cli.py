@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
-        from msdm.lightning_cli import run_lightning_cli
+        from lightning_modules.cli import run_lightning_cli  # the one place msdm reaches up: the console script
 
         run_lightning_cli(argv)
         return 0

@@ -128,3 +128,21 @@ def shared_data_dir() -> Path:
     """``../shared/data`` next to the repository (the real sample images); may not exist outside this workplace."""
     env = os.environ.get("MSDM_SHARED_DATA")
     return Path(env) if env else repo_root().parent / "shared" / "data"
+
+
+def image_text_samples(folder: str | os.PathLike, n: int = 8, size: int = 32, captions: list[str] | None = None) -> list[dict]:
+    """The first ``n`` images of ``folder`` (sorted) at ``size``², in the batch convention of docs/CONVENTIONS.md:
+    ``{"pixel_values": float [3, size, size] in [-1, 1], "caption": str, "id": str}``; captions cycle."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    caps = captions or ["Generate an image containing a polyp.", "Generate an image with 1 polyp.",
+                        "Generate an image with 1 finding.", "Generate an image from a colonoscopy procedure."]
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
+    out = []
+    for i, f in enumerate(files):
+        a = np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 127.5 - 1
+        out.append({"pixel_values": torch.from_numpy(a).permute(2, 0, 1).contiguous(), "caption": caps[i % len(caps)],
+                    "id": f.stem})
+    return out

@@ -95,7 +95,7 @@ class MSDMUNet(ModelMixin, ConfigMixin):
         self.text_proj = nn.Sequential(
             nn.Linear(text_embed_dim, e, bias=text_proj_bias), nn.SiLU(), nn.Linear(e, e, bias=text_proj_bias)
         )
-        self.text_pool = AttentionPooling(e)
+        self.text_pool = AttentionPooling(e, head_dim=min(64, e))
 
         # ---- encoder
         self.conv_in = nn.Conv2d(in_channels, ch[0], 3, padding=1)

@@ -1,0 +1,51 @@
+"""Sample grids at validation end for any generator module (the ``generate()`` protocol of docs/CONVENTIONS.md)."""
+
+from __future__ import annotations
+
+import os
+
+import lightning.pytorch as pl
+from torchvision.utils import make_grid, save_image
+
+
+class SampleGrid(pl.Callback):
+    """Generate images for fixed prompts every ``every_n_epochs`` validations; log them to TensorBoard and write
+    ``<log_dir>/samples/epoch=XXXX.png``.
+
+    Prompts default to the module's ``sample_prompts``, then to the DataModule's ``validation_prompts``.
+    Generation runs on global rank zero only (a grid is for eyes, not metrics; the metric callbacks shard
+    generation over ranks). Seeded, so grids of successive epochs are
+    comparable.
+    """
+
+    def __init__(self, prompts: list[str] | None = None, num_images_per_prompt: int = 4, every_n_epochs: int = 1,
+                 seed: int = 0, num_inference_steps: int | None = None):
+        self.prompts = prompts
+        self.n = num_images_per_prompt
+        self.every = every_n_epochs
+        self.seed = seed
+        self.steps = num_inference_steps
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(pl_module, "generate"):
+            return
+        if (trainer.current_epoch + 1) % self.every and not trainer.fast_dev_run:
+            return
+        dm = getattr(trainer, "datamodule", None)
+        prompts = (self.prompts or list(getattr(pl_module, "sample_prompts", []) or [])
+                   or list(getattr(dm, "validation_prompts", []) or []))
+        if not prompts:
+            return
+        kwargs = {"num_inference_steps": self.steps} if self.steps else {}
+        images = pl_module.generate(prompts, num_images_per_prompt=self.n, seed=self.seed, **kwargs)
+        grid = make_grid(images, nrow=self.n)  # one row per prompt
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_image"):
+            experiment.add_image("samples", grid, trainer.global_step)
+            if hasattr(experiment, "add_text"):
+                experiment.add_text("samples/prompts", "\n".join(f"{i}. {p}" for i, p in enumerate(prompts)),
+                                    trainer.global_step)
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        out = os.path.join(log_dir, "samples", f"epoch={trainer.current_epoch:04d}.png")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        save_image(grid, out)

@@ -1,0 +1,118 @@
+"""``MSDMVAEModule``: stage 1 of MSDM, the VAE, as a thin LightningModule around :class:`msdm.models.vae.MSDMVAE`."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import lightning.pytorch as pl
+import torch
+from torchvision.utils import make_grid
+
+from lightning_modules.ema import EMA
+from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
+from msdm.losses import VAELoss
+from msdm.models.presets import build_vae
+
+
+class MSDMVAEModule(pl.LightningModule):
+    """Train the MSDM VAE (Prompt to Polyp §4.2.1, stage 1).
+
+    Args:
+        preset: ``paper`` | ``small`` | ``tiny`` (:mod:`msdm.models.presets`).
+        in_channels: image channels (3; 1 for single-channel radiology).
+        lr, weight_decay, betas: AdamW (lr 1e-4 as the reference).
+        pixel_loss, ssim_weight, lpips_weight, lpips_weights, kl_weight: :class:`msdm.losses.VAELoss`. The
+            perceptual term is off by default because its VGG weights are not reachable offline; the paper's
+            setting is ``lpips_weight: 1.0`` with ``lpips_weights: /path/to/vgg16-397923af.pth``.
+        ema_decay: EMA of the weights (None = off).
+        num_log_images: reconstructions shown in the validation image grid.
+        vae_overrides: extra :class:`~msdm.models.vae.MSDMVAE` kwargs on top of the preset.
+    """
+
+    def __init__(
+        self,
+        preset: str = "paper",
+        in_channels: int = 3,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        pixel_loss: str = "mse",
+        ssim_weight: float = 1.0,
+        lpips_weight: float = 0.0,
+        lpips_weights: str | None = None,
+        kl_weight: float = 1e-6,
+        ema_decay: float | None = None,
+        num_log_images: int = 8,
+        vae_overrides: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.vae = build_vae(preset, in_channels=in_channels, out_channels=in_channels, **(vae_overrides or {}))
+        self.loss = VAELoss(pixel_loss, ssim_weight, lpips_weight, lpips_weights, kl_weight)
+        self.ema = EMA(self.vae.parameters(), decay=ema_decay) if ema_decay else None
+        self._val_images: torch.Tensor | None = None
+
+    def setup(self, stage: str) -> None:
+        register_gloo_teardown()
+
+    # --------------------------------------------------------------- steps
+    def training_step(self, batch, batch_idx):
+        x = batch["pixel_values"]
+        logs = self.loss(self.vae(x), x)
+        ensure_finite(self, logs["loss"])
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=x.shape[0])
+        self.log("train_loss", logs["loss"].detach(), prog_bar=True, batch_size=x.shape[0], logger=False)
+        return logs["loss"]
+
+    def on_train_batch_start(self, batch, batch_idx):
+        reseed_for_step(self)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update()
+
+    def validation_step(self, batch, batch_idx):
+        x = batch["pixel_values"]
+        ctx = self.ema.swapped_in() if self.ema is not None else nullcontext()
+        with ctx:
+            out = self.vae(x, sample_posterior=False)
+            logs = self.loss(out, x)
+        mse01 = torch.mean(((out.sample.clamp(-1, 1) - x) / 2) ** 2)  # on [0, 1] images
+        psnr = -10 * torch.log10(mse01.clamp(min=1e-10))
+        self.log_dict({"val/loss": logs["loss"], "val/pixel": logs["pixel"], "val/psnr": psnr},
+                      sync_dist=True, batch_size=x.shape[0], prog_bar=True)
+        if batch_idx == 0 and self.hparams.num_log_images:
+            k = self.hparams.num_log_images
+            self._val_images = torch.cat([x[:k], out.sample[:k].clamp(-1, 1)]).detach().float().cpu()
+
+    def on_validation_epoch_end(self):
+        if self._val_images is None or self.trainer.sanity_checking:
+            return
+        n = self._val_images.shape[0] // 2
+        grid = make_grid((self._val_images + 1) / 2, nrow=n)  # first row: inputs, second row: reconstructions
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_image") and self.trainer.is_global_zero:
+            experiment.add_image("val/reconstructions", grid, self.global_step)
+        self._val_images = None
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.vae.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                 betas=tuple(self.hparams.betas))
+
+    # --------------------------------------------------------------- checkpoints / export
+    def on_save_checkpoint(self, checkpoint):
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint):
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+
+    def export(self, path: str) -> None:
+        """Save the VAE (EMA weights when on) as a diffusers-style folder, atomically."""
+        from msdm.io import atomic_directory
+
+        ctx = self.ema.swapped_in() if self.ema is not None else nullcontext()
+        with ctx, atomic_directory(path) as tmp:
+            self.vae.save_pretrained(tmp, safe_serialization=True)
+

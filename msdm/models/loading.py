@@ -1,0 +1,86 @@
+"""Load a trained MSDM VAE / U-Net from whatever a user has: a model folder, a pipeline folder or a checkpoint.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (no arbitrary unpickling); model folders with
+safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from msdm.models.presets import build_unet, build_vae
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file or a pickle with objects that are not plain data
+        raise RuntimeError(f"could not read checkpoint {path} with weights_only=True: {e}") from e
+
+
+def _apply_ema(params: list[torch.nn.Parameter], ema_state: dict | None) -> None:
+    if not ema_state or "shadow_params" not in ema_state:
+        return
+    shadow = ema_state["shadow_params"]
+    if len(shadow) != len(params):
+        raise RuntimeError(f"EMA state has {len(shadow)} tensors, the model {len(params)} parameters")
+    with torch.no_grad():
+        for p, s in zip(params, shadow):
+            p.copy_(s.to(p.dtype))
+
+
+def _submodule_state(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_vae(source: str | os.PathLike, use_ema: bool = True):
+    """An :class:`~msdm.models.vae.MSDMVAE` from a VAE folder, a pipeline folder (``vae/``) or a
+    ``MSDMVAEModule`` Lightning checkpoint (EMA weights when present and ``use_ema``)."""
+    from msdm.models.vae import MSDMVAE
+
+    p = Path(os.path.expanduser(str(source)))
+    if p.is_dir():
+        if (p / "model_index.json").exists():
+            return MSDMVAE.from_pretrained(p, subfolder="vae", use_safetensors=True)
+        if (p / "config.json").exists():
+            return MSDMVAE.from_pretrained(p, use_safetensors=True)
+        raise FileNotFoundError(f"{p} is neither a VAE folder (config.json) nor a pipeline folder (model_index.json)")
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"VAE source {p} does not exist: pass a MSDMVAEModule checkpoint (.ckpt), a VAE folder or a pipeline folder"
+        )
+    ckpt = _read_checkpoint(p)
+    hp = ckpt.get("hyper_parameters", {})
+    vae = build_vae(hp.get("preset", "paper"), in_channels=hp.get("in_channels", 3), out_channels=hp.get("in_channels", 3),
+                    **(hp.get("vae_overrides") or {}))
+    state = _submodule_state(ckpt["state_dict"], "vae.")
+    if not state:
+        raise RuntimeError(f"{p} holds no 'vae.*' weights: is it a MSDMVAEModule checkpoint?")
+    vae.load_state_dict(state)
+    if use_ema:
+        _apply_ema([q for q in vae.parameters()], ckpt.get("ema"))
+    return vae
+
+
+def load_unet_from_checkpoint(source: str | os.PathLike, text_embed_dim: int, use_ema: bool = True):
+    """The U-Net of a ``MSDMUNetModule`` checkpoint (the checkpoint holds only the U-Net, see the module)."""
+    p = Path(os.path.expanduser(str(source)))
+    ckpt = _read_checkpoint(p)
+    hp = ckpt.get("hyper_parameters", {})
+    unet = build_unet(hp.get("preset", "paper"), text_embed_dim, **(hp.get("unet_overrides") or {}))
+    state = _submodule_state(ckpt["state_dict"], "unet.")
+    unet.load_state_dict(state)
+    if use_ema:
+        _apply_ema([q for q in unet.parameters()], ckpt.get("ema"))
+    return unet, hp
+
+
+def is_pipeline_folder(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    if not (p / "model_index.json").exists():
+        return False
+    return json.loads((p / "model_index.json").read_text()).get("_class_name") == "MSDMPipeline"

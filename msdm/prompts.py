@@ -1,0 +1,54 @@
+"""Reading prompt lists: plain text, JSON lists, the MEDVQA-GI challenge JSON, CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+
+def flatten_challenge_prompts(obj: dict) -> list[str]:
+    """``{qa_key: {pair_key: [prompt_A, prompt_B]}}`` → ``[A1, B1, A2, B2, ...]`` in file order (the challenge
+    script's flattening; prompt index ``i`` is 1-based in file names)."""
+    out: list[str] = []
+    for group in obj.values():
+        if isinstance(group, dict):
+            for pair in group.values():
+                out.extend(pair if isinstance(pair, list) else [pair])
+        elif isinstance(group, list):
+            out.extend(group)
+        else:
+            out.append(str(group))
+    return out
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """Prompts from ``.txt`` (one per line, blank lines and ``#`` comments skipped), ``.json`` (a list, or the
+    challenge's nested pairs), ``.csv`` (column ``prompt`` or ``Prompt``, else the first column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"prompt file {p} does not exist")
+    if p.suffix.lower() == ".json":
+        obj = json.loads(p.read_text(encoding="utf-8"))
+        prompts = [str(x) for x in obj] if isinstance(obj, list) else flatten_challenge_prompts(obj)
+    elif p.suffix.lower() == ".csv":
+        with p.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            prompts = []
+        else:
+            key = next((k for k in ("prompt", "Prompt", "caption", "Caption") if k in rows[0]), list(rows[0])[0])
+            prompts = [r[key] for r in rows]
+    else:
+        prompts = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+        prompts = [ln for ln in prompts if ln and not ln.startswith("#")]
+    prompts = [s.strip() for s in prompts]
+    if not prompts or any(not s for s in prompts):
+        raise ValueError(f"{p}: empty prompt list or empty prompt (line {[i + 1 for i, s in enumerate(prompts) if not s][:5]})")
+    return prompts
+
+
+def challenge_filename(prompt_index: int, image_index: int, ext: str = "png") -> str:
+    """``prompt{p:04d}_img{i:04d}.png`` with 1-based indices (the MEDVQA-GI submission layout)."""
+    return f"prompt{prompt_index:04d}_img{image_index:04d}.{ext}"
