@@ -86,7 +86,7 @@ class MSDMUNetModule(pl.LightningModule):
         if vae is None:
             import warnings
 
-            warnings.warn("MSDMUNetModule(vae=None): using an UNTRAINED VAE — fine for debugging, not for results.")
+            warnings.warn("MSDMUNetModule(vae=None): using an UNTRAINED VAE — fine for debugging, not for results.", stacklevel=2)
             self.vae = build_vae(p)
         else:
             self.vae = load_vae(vae)

@@ -152,6 +152,11 @@ class MSDMPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        # diffusers resolves custom components only from modules that are already imported (it will not import a
+        # module a repository names, as that would run its code): import ours explicitly.
+        import msdm.models.unet  # noqa: F401
+        import msdm.models.vae  # noqa: F401
+
         path, lfo = resolve(pretrained_model_name_or_path, kwargs.pop("local_files_only", None))
         kwargs.setdefault("use_safetensors", True)  # never unpickle weights
         with pretrained_source(pretrained_model_name_or_path, "MSDM pipeline"):

@@ -19,10 +19,10 @@ PROMPTS = [
 
 def add_arguments(parser):
     parser.add_argument("--out", default="msdm_quickstart", help="output folder (default: ./msdm_quickstart)")
-    parser.add_argument("--vae-steps", type=int, default=600, help="VAE optimizer steps")
-    parser.add_argument("--unet-steps", type=int, default=1500, help="U-Net optimizer steps")
+    parser.add_argument("--vae-steps", type=int, default=400, help="VAE optimizer steps")
+    parser.add_argument("--unet-steps", type=int, default=1200, help="U-Net optimizer steps")
     parser.add_argument("--num-train", type=int, default=2048, help="synthetic training scenes")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--sample-steps", type=int, default=25, help="DPM-Solver++ steps for the sample grid")
     parser.add_argument("--text-encoder", default="builtin:all-MiniLM-L6-v2",

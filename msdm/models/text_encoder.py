@@ -80,7 +80,7 @@ def load_text_encoder(
 
 def text_hidden_size(text_encoder: PreTrainedModel) -> int:
     cfg = text_encoder.config
-    return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model"))
+    return int(getattr(cfg, "hidden_size", None) or cfg.d_model)
 
 
 @torch.no_grad()
