@@ -62,6 +62,8 @@ class StudyServer(ThreadingHTTPServer):
         # What the page may see of study.json: everything but the key commitment (useless to a rater).
         self.public = {k: v for k, v in self.study.items() if k != "key_sha256"}
         self.assets = {path: (_asset(name), ctype) for path, (name, ctype) in ASSETS.items()}
+        self._conns: set = set()
+        self._conn_lock = threading.Lock()
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), Handler)
@@ -71,6 +73,29 @@ class StudyServer(ThreadingHTTPServer):
         # is reached by are unknown, so the check is off there (the start-up warning says so).
         self.allowed_hosts = ({f"{n}:{self.port}" for n in ("127.0.0.1", "localhost", "[::1]")}
                               if host in LOOPBACK else None)
+
+    # Keep-alive connections outlive serve_forever(): track them so that closing the server really closes it
+    # (as a crash would), instead of leaving handler threads answering on open connections.
+    def get_request(self):
+        sock, addr = super().get_request()
+        with self._conn_lock:
+            self._conns.add(sock)
+        return sock, addr
+
+    def shutdown_request(self, request):
+        with self._conn_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self):
+        with self._conn_lock:
+            conns = list(self._conns)
+        for sock in conns:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        super().server_close()
 
     @property
     def port(self) -> int:

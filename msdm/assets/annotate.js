@@ -291,7 +291,11 @@
 
   function focusFirstOpen(root) {
     const open = $$("fieldset.choice", root).find((fs) => !$("input:checked", fs));
-    if (open) { focusGroup(open); open.scrollIntoView({ block: "center" }); }
+    if (!open) return;
+    const input = $("input", open);
+    input.focus({ preventScroll: true });     // stay at the top (the prompt) when the question is in view
+    const r = open.getBoundingClientRect();
+    if (r.top < 0 || r.bottom > window.innerHeight) open.scrollIntoView({ block: "center" });
   }
 
   function checkRanks() {
