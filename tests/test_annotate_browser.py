@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from msdm.annotate.server import StudyServer
+from msdm.annotate.store import RatingStore
 from msdm.annotate.study import ASPECT_IDS, KEY_FILE, build_study, load_key, load_study
 from msdm.annotate.testing import write_study_inputs
 
@@ -45,7 +46,7 @@ def study_dir(tmp_path_factory, kvasir_dir):
     root = tmp_path_factory.mktemp("browser")
     inp = write_study_inputs(root / "inputs", kvasir_dir / "images", num_pairs=2, size=96, num_real=5)
     return build_study(root / "study", inp["models"], inp["real"], real_mapping=inp["real_mapping"], num_prompts=4,
-                       global_images=5, seed=0, title="Polyp generators: expert study")
+                       global_images=4, seed=0, title="Polyp generators: expert study")
 
 
 def _screenshot(page, name, tmp_path, **kw):
@@ -177,6 +178,26 @@ def test_rate_one_prompt_resume_and_offline_answers(browser, study_dir, tmp_path
         page.goto(srv.url)  # the rater id is remembered by this browser: straight back in
         expect(page.locator("#save-state")).to_contain_text("all answers saved")
         assert _rows(db, "rater01", 1) == {("A", "clinical_realism"): 5, ("A", "prompt_faithfulness"): 8}
+
+        # -- the other prompts rated (through the store), a reload lands on the Global Preference page
+        store = RatingStore(db, study)
+        for k in (1, 2, 3):
+            for letter in "ABC":
+                for a in ASPECT_IDS:
+                    store.save("rater01", k, letter, a, 6)
+            for rank, item in enumerate(["real", "A", "B", "C"], start=1):
+                store.save("rater01", k, item, "rank", rank)
+        page.reload()
+        expect(page.locator("#where")).to_contain_text("Global preference")
+        assert page.locator("#global-A img").count() == 4  # one image from each of 4 prompts, per model
+        for v in ("2", "1", "3"):
+            page.keyboard.press(v)
+        expect(page.locator("#save-state")).to_contain_text("all answers saved")
+        _screenshot(page, "annotate-global.png", tmp_path)
+        page.keyboard.press("n")
+        expect(page.locator("#done")).to_be_visible()
+        assert _rows(db, "rater01", -1) == {("A", "global_rank"): 2, ("B", "global_rank"): 1, ("C", "global_rank"): 3}
+        assert store.progress("rater01")["next"] == "done"
         assert not errors, errors
     finally:
         page.close()

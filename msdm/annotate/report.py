@@ -418,7 +418,7 @@ def summary_markdown(res: dict) -> str:
                          f"{_f(v['diversity'], 3)} |")
     L += ["", "## Agreement between raters (Krippendorff's α)", ""]
     if not res["agreement"]:
-        L.append("One rater: no agreement to measure.")
+        L.append("Fewer than two raters: no agreement to measure.")
     else:
         L += ["α = 1 is perfect agreement, 0 chance level (≥ 0.8 firm, ≥ 0.667 tentative, after Krippendorff).", "",
               "| judgement | level | α | units | raters |", "|---|---|---|---|---|"]
@@ -453,5 +453,4 @@ def write_report(study_dir, key_path=None, db_path=None, out=None, extractor="bi
             figure_ranks_vs_metrics(tier, per_prompt, res["correlations"], res["models"], label,
                                     tmp / "ranks_vs_metrics.png")
         (tmp / "summary.md").write_text(summary_markdown(res), encoding="utf-8")
-        os.chmod(tmp, 0o755)
     return out
