@@ -17,7 +17,7 @@ from msdm.annotate.store import RatingStore
 from msdm.annotate.study import ASPECT_IDS, KEY_FILE, build_study, load_key, load_study
 from msdm.annotate.testing import write_study_inputs
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("MSDM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
