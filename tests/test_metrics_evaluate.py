@@ -275,7 +275,8 @@ def test_report_mean_and_std_over_runs(tmp_path, capsys):
     # a Lightning CSVLogger run logged by the metric callbacks
     csv_run = tmp_path / "runs" / "kandinsky" / "version_0"
     csv_run.mkdir(parents=True)
-    (csv_run / "metrics.csv").write_text("epoch,step,test/fidelity,test/fbd,test/fid\n0,10,0.25,2100.0,\n0,10,,,55.5\n")
+    (csv_run / "metrics.csv").write_text("epoch,step,val/fbd,test/fidelity,test/fbd,test/fid\n0,5,1.0,,,\n"
+                                         "0,10,,0.25,2100.0,\n0,10,,,,55.5\n1,20,3.0,,,\n")
     runs.append(str(csv_run))
     out = tmp_path / "report.md"
     assert msdm_main(["report", *runs, "--output", str(out), "--json", str(tmp_path / "r.json")]) == 0

@@ -1,8 +1,8 @@
 """Mean ± std of the metrics over runs (seeds), as Prompt to Polyp reports them (5 runs per model), in Markdown.
 
 A run is a ``metrics.json`` written by ``msdm evaluate`` (its ``"scores"``), any JSON of ``{name: number}``, or a
-Lightning ``CSVLogger`` ``metrics.csv`` (the last logged value of each metric, e.g. ``test/fbd`` from the metric
-callbacks). Runs are grouped into table rows by an explicit ``LABEL=PATH``, else by the run folder's parent name
+Lightning ``CSVLogger`` ``metrics.csv`` (the last logged value of each metric, ``test/…`` from the metric callbacks
+preferred over ``val/…``). Runs are grouped into table rows by an explicit ``LABEL=PATH``, else by the run folder's parent name
 (``runs/flux/seed0`` → ``flux``), or not at all.
 """
 
@@ -53,13 +53,19 @@ def load_run_metrics(run: str | os.PathLike) -> dict[str, float]:
     path = find_metrics_file(run)
     out: dict[str, float] = {}
     if path.suffix == ".csv":
+        # the last logged value of each column; test/… (msdm test) wins over a bare name, which wins over val/…
+        rank = {"test": 0, "": 1, "val": 2}
+        best: dict[str, tuple[int, float]] = {}
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 for k, v in row.items():
                     c = canonical_name(k or "")
                     if c and v not in ("", None):
-                        out[c] = float(v)  # the last logged value wins
-        return out
+                        prefix = k.rsplit("/", 1)[0] if "/" in k else ""
+                        r = rank.get(prefix, 3)
+                        if c not in best or r <= best[c][0]:
+                            best[c] = (r, float(v))
+        return {c: v for c, (_, v) in best.items()}
     data = json.loads(path.read_text())
     scores = data.get("scores", data) if isinstance(data, Mapping) else {}
     for k, v in scores.items():
