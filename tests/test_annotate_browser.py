@@ -26,8 +26,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.skip("no Chromium: `apt-get install chromium` (Debian) or set MSDM_CHROMIUM to a Chromium binary")
+    if CHROMIUM is None or not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium ({CHROMIUM or 'not on PATH'}): `apt-get install chromium` (Debian) or set "
+                    "MSDM_CHROMIUM to a Chromium binary")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests drive Chromium with playwright")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
