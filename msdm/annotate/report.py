@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
