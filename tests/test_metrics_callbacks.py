@@ -128,3 +128,39 @@ def test_ddp_two_processes_log_the_single_process_values(tiny_text_encoder, kvas
         assert rank["world_size"] == 2
         for k, v in single.items():
             assert rank["metrics"][k] == pytest.approx(v, rel=1e-6), k
+
+
+def test_msdm_test_with_a_checkpoint_reports_the_metrics(tiny_text_encoder, kvasir_samples, extractor_files, tmp_path,
+                                                         monkeypatch):
+    """`msdm test -c cfg --ckpt_path ckpt`: the callbacks report the same metrics at test end through LightningCLI."""
+    import yaml
+
+    from lightning_modules.cli import run_lightning_cli
+
+    monkeypatch.chdir(tmp_path)
+    pl.seed_everything(0)
+    module = _module(tiny_text_encoder)
+    trainer = _trainer(tmp_path, [], max_steps=1, logger=False, enable_checkpointing=False)
+    trainer.fit(module, make_loader(kvasir_samples))
+    trainer.save_checkpoint(tmp_path / "unet.ckpt")
+
+    cfg = {
+        "model": {"class_path": "lightning_modules.MSDMUNetModule",
+                  "init_args": {"preset": "tiny", "vae": None, "text_encoder": tiny_text_encoder, "max_length": 16,
+                                "num_inference_steps": 2, "latent_scaling": 1.0, "image_size": 32}},
+        "data": {"class_path": "datamodules.SyntheticGIDataModule",
+                 "init_args": {"num_train": 8, "num_val": 6, "resolution": 32, "batch_size": 3}},
+        "trainer": {"accelerator": "cpu", "logger": False, "enable_progress_bar": False, "callbacks": [
+            {"class_path": "lightning_modules.GenerationMetrics",
+             "init_args": {"prompts": PROMPTS[:2], "num_images_per_prompt": 3, "inception": extractor_files["inception"],
+                           "biomedclip": extractor_files["biomedclip"], "cache_dir": str(tmp_path / "cache")}}]},
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = run_lightning_cli(["test", "-c", str(tmp_path / "test.yaml"), "--ckpt_path", str(tmp_path / "unet.ckpt")])
+    logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+    assert {"test/loss", "test/fid", "test/fbd"} <= set(logged), logged
+    assert all(np.isfinite(v) for v in logged.values())
+    cb = next(c for c in cli.trainer.callbacks if isinstance(c, GenerationMetrics))
+    assert cb.last_metrics["test/fid"] == pytest.approx(logged["test/fid"])
