@@ -90,12 +90,26 @@ def diffusion_loss(
     scheduler: DDPMScheduler,
     loss_type: str = "l1",
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    timesteps: torch.Tensor | None = None,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
-    """ε-prediction loss at uniformly drawn timesteps (reference: L1; ``loss_type="mse"`` as the option)."""
+    """ε-prediction loss at uniformly drawn timesteps (reference: L1; ``loss_type="mse"`` as the option).
+
+    ``noise`` / ``timesteps`` may be given (e.g. :func:`keyed_noise` for a validation loss that does not depend on
+    batching or on the number of ranks); otherwise they are drawn, noise first, from ``generator``.
+    ``memory_format=torch.channels_last`` feeds the network NHWC activations (for a channels-last U-Net).
+    """
     b = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=latents.device)
+    if noise is None:
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    if timesteps is None:
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator,
+                                  device=latents.device)
+    noise, t = noise.to(latents.device, latents.dtype), timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
+    if memory_format is not None:
+        noisy = noisy.contiguous(memory_format=memory_format)
     pred = unet(noisy, t, text_states, text_mask).sample
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
     if loss_type == "l1":
@@ -103,3 +117,21 @@ def diffusion_loss(
     if loss_type == "mse":
         return F.mse_loss(pred.float(), target.float())
     raise ValueError(f"loss_type must be 'l1' or 'mse', got {loss_type!r}")
+
+
+def keyed_noise(keys: list[str], shape: tuple[int, ...], seed: int, num_train_timesteps: int = 1000,
+                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+    """Noise ``[B, *shape]`` and timesteps ``[B]`` where row ``i`` depends only on ``(seed, keys[i])``.
+
+    For evaluation losses: keyed by sample (id and caption), a sample gets the same noise whatever batch or rank it
+    lands in, so a validation loss under DDP equals the single-process value (given equal per-rank sample counts).
+    """
+    import hashlib
+
+    noise, ts = [], []
+    for k in keys:
+        s = int.from_bytes(hashlib.sha256(f"{seed}\x00{k}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+        g = torch.Generator().manual_seed(s)
+        noise.append(torch.randn(shape, generator=g))
+        ts.append(torch.randint(0, num_train_timesteps, (1,), generator=g))
+    return torch.stack(noise).to(device=device, dtype=dtype), torch.cat(ts).to(device)
