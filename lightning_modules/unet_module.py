@@ -74,7 +74,8 @@ class MSDMUNetModule(pl.LightningModule):
             Use with ``--trainer.precision=bf16-mixed`` (or ``16-mixed``): the U-Net keeps float32 master weights.
         channels_last: U-Net weights and inputs in NHWC (faster convolutions on tensor-core GPUs).
         torch_compile: ``torch.compile`` the U-Net (``nn.Module.compile``: checkpoints keep their keys);
-            ``compile_mode``: e.g. ``max-autotune``.
+            ``compile_mode``: e.g. ``max-autotune``; ``compile_backend``: ``inductor`` (``aot_eager`` traces without
+            code generation: a quick check that the model compiles).
         fused_optimizer: fused AdamW kernel (``None`` = on when the weights are on a GPU).
         cache_dir: folder of the latent + text cache (:class:`~msdm.cache.training.TrainingCache`; ``"memory"`` =
             in RAM). Training then reads VAE posteriors (mean and std, so sampling stays stochastic) and text
@@ -120,6 +121,7 @@ class MSDMUNetModule(pl.LightningModule):
         channels_last: bool = False,
         torch_compile: bool = False,
         compile_mode: str | None = None,
+        compile_backend: str = "inductor",
         fused_optimizer: bool | None = None,
         cache_dir: str | None = None,
         cache_variants: int = 1,
@@ -159,7 +161,7 @@ class MSDMUNetModule(pl.LightningModule):
             self.unet.to(memory_format=torch.channels_last)
         if torch_compile:
             # nn.Module.compile compiles the call in place: parameter names (checkpoints, EMA, export) are unchanged
-            self.unet.compile(**({"mode": compile_mode} if compile_mode else {}))
+            self.unet.compile(backend=compile_backend, **({"mode": compile_mode} if compile_mode else {}))
         self.scheduler = training_scheduler()
         self.ema = EMA(self.unet.parameters(), decay=ema_decay) if ema_decay else None
 
