@@ -20,6 +20,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from msdm.diffusion import REFERENCE_STEPS, make_sampler, sampler_name
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
+from msdm.models import unet as _unet_module  # noqa: F401 - diffusers (>= 0.40) loads component classes only from
+from msdm.models import vae as _vae_module  # noqa: F401 - modules already imported: a fresh `msdm generate` needs these
 from msdm.models.text_encoder import encode_text
 
 

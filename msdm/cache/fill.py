@@ -7,9 +7,10 @@ docs/CONVENTIONS.md) from any DataLoader, so no DataModule needs to know about t
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from collections.abc import Iterator
+
+from msdm.generation import env_rank_world  # noqa: F401 - re-exported: the cache command shards by the same ranks
 
 
 def _epoch_sampler(loader):
@@ -49,17 +50,6 @@ def iterate_variants(loader, variants: int, restore_epoch: int | None = None,
 def id_shard(sample_id: str, world_size: int) -> int:
     """The rank that encodes ``sample_id`` when every rank reads the whole loader (stable across runs/machines)."""
     return int.from_bytes(hashlib.sha256(str(sample_id).encode()).digest()[:8], "little") % max(1, world_size)
-
-
-def env_rank_world() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) or SLURM
-    (``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``); ``(0, 1, 0)`` for a plain process."""
-    env = os.environ
-    if "WORLD_SIZE" in env and "RANK" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-    return 0, 1, 0
 
 
 def sized_len(obj) -> int | None:
