@@ -83,6 +83,9 @@ class MSDMUNetModule(pl.LightningModule):
             ``generate`` and ``export``). Fill it with ``msdm cache -c CONFIG`` or let ``cache_precompute`` do it.
         cache_variants: augmentation variants per training image: epoch ``e`` reads the pixels the DataModule made
             at epoch ``e mod K`` (1 = data without random augmentation).
+        cache_text_epochs: epochs whose captions the fill pass encodes (DataModules that draw a caption or a
+            paraphrase per epoch: set it to ``max_epochs``; caption-only passes read data but encode no pixels). A
+            training dataset with an ``all_captions()`` method has all of them encoded up front instead.
         cache_precompute: fill missing entries in one pass before training (skipped when a completion marker says
             the split is already filled).
         cache_on_miss: ``encode`` (load the frozen part and encode the miss) or ``error``.
@@ -125,6 +128,7 @@ class MSDMUNetModule(pl.LightningModule):
         fused_optimizer: bool | None = None,
         cache_dir: str | None = None,
         cache_variants: int = 1,
+        cache_text_epochs: int = 1,
         cache_precompute: bool = True,
         cache_on_miss: str = "encode",
         cache_tag: str | None = None,
@@ -288,7 +292,7 @@ class MSDMUNetModule(pl.LightningModule):
         directory = None if hp.cache_dir == "memory" else hp.cache_dir
         return TrainingCache(
             directory, fingerprint(**latent_parts), fingerprint(**text_parts), rank=rank,
-            variants=hp.cache_variants, store_dtype=parse_dtype(hp.cache_dtype),
+            variants=hp.cache_variants, text_epochs=hp.cache_text_epochs, store_dtype=parse_dtype(hp.cache_dtype),
             memory_bytes=int(hp.cache_memory_gb * 2**30), describe_latents=latent_parts, describe_text=text_parts,
         )
 
@@ -335,31 +339,37 @@ class MSDMUNetModule(pl.LightningModule):
         cache.text_states(always, lambda r: self._text_compute(always, r), device="cpu")
         stats: dict = {"extra_text": cache.text.misses - t0}
         for split, loader in loaders.items():
-            n = sized_len(getattr(loader, "dataset", None)) or -1
-            if cache.is_filled(split, n):
+            n = sized_len(getattr(loader, "dataset", None))
+            n = -1 if n is None else n
+            text_epochs = cache.text_epochs if split == "train" else 1
+            if cache.is_filled(split, n, text_epochs):
                 stats[split] = {"batches": 0, "latents": 0, "text": 0, "skipped": True}
                 continue
             lat0, txt0, batches, total = cache.latents.misses, cache.text.misses, 0, sized_len(loader)
+            listed = getattr(getattr(loader, "dataset", None), "all_captions", None)
+            if split == "train" and callable(listed):  # the dataset can list every caption it may emit
+                caps = list(dict.fromkeys(str(c) for c in listed()))
+                cache.text_states(caps, lambda r, c=caps: self._text_compute(c, r), device="cpu")
             variants = cache.variants if split == "train" else 1
+            passes = max(variants, text_epochs)
             epoch_now = self.current_epoch if self._trainer is not None else 0
-            for k, _, batch in iterate_variants(loader, variants, restore_epoch=epoch_now, max_batches=max_batches):
+            for k, _, batch in iterate_variants(loader, passes, restore_epoch=epoch_now, max_batches=max_batches):
                 batches += 1
                 ids = [str(i) for i in batch["id"]]
                 rows = [j for j, i in enumerate(ids) if not shard_by_id or id_shard(i, world_size) == rank]
                 if not rows:
                     continue
                 sub_ids = [ids[j] for j in rows]
-                tag_epoch = k
-                if cache.missing_latents(sub_ids, split, tag_epoch):
+                if k < variants and cache.missing_latents(sub_ids, split, k):  # passes >= variants: captions only
                     px = batch["pixel_values"][rows]
-                    cache.latent_posterior(sub_ids, split, tag_epoch, lambda r, px=px: self._encode_posterior(px[r]))
+                    cache.latent_posterior(sub_ids, split, k, lambda r, px=px: self._encode_posterior(px[r]))
                 captions = [str(batch["caption"][j]) for j in rows]
                 if cache.missing_text(captions):
                     cache.text_states(captions, lambda r, c=captions: self._text_compute(c, r))
-            complete = max_batches is None or total is None or batches >= variants * total
+            complete = max_batches is None or total is None or batches >= passes * total
             cache.flush()
             if complete:
-                cache.mark_filled(split, n, scheme, rank, world_size)
+                cache.mark_filled(split, n, scheme, rank, world_size, text_epochs=text_epochs)
             stats[split] = {"batches": batches, "latents": cache.latents.misses - lat0,
                             "text": cache.text.misses - txt0, "complete": complete}
         cache.flush()

@@ -194,3 +194,50 @@ def test_augmentation_variants_follow_the_epoch(vae_ckpt, tiny_text_encoder, tmp
 
 def test_sample_list_dataset_is_indexable():
     assert SampleList([1, 2])[(1, 0)] == 2
+
+
+def test_per_epoch_captions_are_covered_by_caption_passes(vae_ckpt, tiny_text_encoder):
+    from datamodules.synthetic import SyntheticGIDataModule
+
+    dm = SyntheticGIDataModule(num_train=6, num_val=2, resolution=32, batch_size=3, seed=5)
+    m = _unet(vae_ckpt, tiny_text_encoder, cache_dir="memory", cache_text_epochs=3)
+    stats = m.fill_cache({"train": dm.train_dataloader()})
+    assert stats["train"]["latents"] == 6 and stats["train"]["batches"] == 6  # pixels once, captions of 3 epochs
+    ds = dm.train_set
+    for epoch in range(3):
+        assert not m.cache.missing_text([ds.caption(i, epoch) for i in range(6)])
+    assert m.cache.missing_text([ds.caption(i, e) for i in range(6) for e in range(3, 40)])  # later epochs: new ones
+
+
+class ListedCaptions(EpochPixels):
+    def all_captions(self):
+        return ["a polyp", "two polyps", "no polyp"]
+
+
+def test_a_dataset_can_list_all_its_captions(vae_ckpt, tiny_text_encoder):
+    m = _unet(vae_ckpt, tiny_text_encoder, cache_dir="memory")
+    m.fill_cache({"train": DataLoader(ListedCaptions(), batch_size=2, sampler=EpochShuffleSampler(4))})
+    assert not m.cache.missing_text(["a polyp", "two polyps", "no polyp", ""])
+
+
+def test_msdm_cache_then_fit_trains_from_the_cache_without_the_frozen_parts(vae_ckpt, tiny_text_encoder, tmp_path,
+                                                                          monkeypatch):
+    from pathlib import Path
+
+    from lightning_modules.cli import run_lightning_cli
+    from msdm.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"--model.init_args.vae={vae_ckpt}", f"--model.init_args.text_encoder={tiny_text_encoder}",
+                 "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.resolution=32",
+                 f"--model.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.resolution=32",
+                 "--data.init_args.num_train=8", "--data.init_args.num_val=4", "--data.init_args.batch_size=4"]
+    cfg = str(root / "configs/quickstart_unet.yaml")
+    assert main(["cache", "-c", cfg, "--", *overrides]) == 0
+    cli = run_lightning_cli(["fit", "-c", cfg, *overrides, "--model.init_args.cache_on_miss=error",
+                             "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.logger=false",
+                             "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"])
+    m = cli.model
+    assert m.global_step == 2 and not m.frozen_loaded()
+    assert m.cache.latents.misses == 0 and m.cache.text.misses == 0  # same fingerprints: the fill pass was skipped

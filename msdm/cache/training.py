@@ -18,11 +18,15 @@ or number of ranks reads the right entries.
 be one entry per sample. ``variants = K`` stores the pixels the DataModule produced at epochs ``0 … K−1`` (the fill
 pass calls the sampler's ``set_epoch(k)``), and epoch ``e`` reads variant ``e mod K``. With epoch-seeded
 augmentation (msdm's samplers) that is exact for ``K ≥ max_epochs`` and cycles after; ``K = 1`` is right for data
-without random augmentation. Captions need nothing special: whatever caption the live batch carries is looked up
-(every caption of the fill passes is stored; one never seen is encoded on the fly or raises, ``on_miss``).
+without random augmentation. Captions are looked up by text, whatever the live batch
+carries; a DataModule that draws a caption (or paraphrase) per epoch shows the fill pass only some of them. Three
+ways to cover the rest, all offered: ``text_epochs = T`` caption-only passes (epochs ``0 … T−1``; they read data
+but encode no pixels; exact for epoch-seeded captions and ``T ≥ max_epochs``); a dataset method ``all_captions()``
+returning every caption it can emit (encoded up front); or ``on_miss="encode"``, which encodes a new caption when it
+first appears (the text encoder is then loaded for the run).
 
-Completion markers (``filled-<split>-n<N>-v<K>-<scheme>-<r>of<W>.json``) record that rank ``r`` of ``W`` filled its
-share of a split, so a later run skips the fill pass without reading any data.
+Completion markers (``filled-<split>-n<N>-v<K>-t<T>-<scheme>-<r>of<W>.json``) record that rank ``r`` of ``W``
+filled its share of a split, so a later run skips the fill pass without reading any data.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ import torch
 from msdm.io import write_json
 from msdm.lora.embedding_cache import EmbeddingCache
 
-_MARK_RE = re.compile(r"^filled-(?P<split>[a-z]+)-n(?P<n>\d+)-v(?P<k>\d+)-(?P<scheme>[a-z]+)-(?P<r>\d+)of(?P<w>\d+)\.json$")
+_MARK_RE = re.compile(
+    r"^filled-(?P<split>[a-z]+)-n(?P<n>-?\d+)-v(?P<k>\d+)-t(?P<t>\d+)-(?P<scheme>[a-z]+)-(?P<r>\d+)of(?P<w>\d+)\.json$"
+)
 
 
 class _MemoStore(EmbeddingCache):
@@ -75,13 +81,14 @@ class TrainingCache:
         latent_fingerprint / text_fingerprint: hex digests (see :mod:`msdm.cache.fingerprints`).
         rank: this process's rank (it only writes ``shard-r<rank>-*``).
         variants: augmentation variants per training sample (see the module docstring).
+        text_epochs: epochs whose captions the fill pass stores (see the module docstring).
         store_dtype: storage dtype of floating tensors (``None`` = as computed).
         memory_bytes: RAM budget per store for entries already read.
         describe_latents / describe_text: human-readable parts written to each folder's ``fingerprint.json``.
     """
 
     def __init__(self, directory: str | os.PathLike | None, latent_fingerprint: str, text_fingerprint: str,
-                 rank: int = 0, variants: int = 1, store_dtype: torch.dtype | None = None,
+                 rank: int = 0, variants: int = 1, text_epochs: int = 1, store_dtype: torch.dtype | None = None,
                  memory_bytes: int = 2 * 2**30, describe_latents: dict | None = None,
                  describe_text: dict | None = None):
         if variants < 1:
@@ -89,6 +96,7 @@ class TrainingCache:
         self.directory = None if directory is None else Path(directory)
         self.rank = int(rank)
         self.variants = int(variants)
+        self.text_epochs = max(1, int(text_epochs))
         root = lambda sub: None if self.directory is None else self.directory / sub  # noqa: E731
         self.latents = _MemoStore(root("latents"), latent_fingerprint, rank=rank, store_dtype=store_dtype,
                                   memory_bytes=memory_bytes, describe=describe_latents)
@@ -134,25 +142,28 @@ class TrainingCache:
         self.latents.refresh()
         self.text.refresh()
 
-    def mark_filled(self, split: str, num_samples: int, scheme: str, rank: int, world_size: int, **info) -> None:
-        """Record that this rank filled its share of ``split`` (``num_samples`` samples, ``variants`` passes)."""
+    def mark_filled(self, split: str, num_samples: int, scheme: str, rank: int, world_size: int,
+                    text_epochs: int = 1, **info) -> None:
+        """Record that this rank filled its share of ``split`` (``num_samples`` samples, ``variants`` pixel passes,
+        captions of ``text_epochs`` epochs)."""
         if self.latents.directory is None:
             return
-        name = f"filled-{split}-n{num_samples}-v{self.variants}-{scheme}-{rank}of{world_size}.json"
+        name = f"filled-{split}-n{num_samples}-v{self.variants}-t{text_epochs}-{scheme}-{rank}of{world_size}.json"
         write_json(self.latents.directory / name, {"split": split, "num_samples": num_samples,
-                                                   "variants": self.variants, "scheme": scheme, "rank": rank,
-                                                   "world_size": world_size, "text_fingerprint": self.text.fingerprint,
-                                                   **info})
+                                                   "variants": self.variants, "text_epochs": text_epochs,
+                                                   "scheme": scheme, "rank": rank, "world_size": world_size,
+                                                   "text_fingerprint": self.text.fingerprint, **info})
 
-    def is_filled(self, split: str, num_samples: int) -> bool:
-        """True when every rank of some earlier fill of ``split`` left its marker (same size, same variants) and
-        the text store it filled is this one."""
+    def is_filled(self, split: str, num_samples: int, text_epochs: int = 1) -> bool:
+        """True when every rank of some earlier fill of ``split`` left its marker (same size, at least as many
+        variants and caption epochs) and the text store it filled is this one."""
         if self.latents.directory is None:
             return False
         groups: dict[tuple, set[int]] = {}
         for p in self.latents.directory.iterdir():
             m = _MARK_RE.match(p.name)
-            if not m or m["split"] != split or int(m["n"]) != num_samples or int(m["k"]) < self.variants:
+            if (not m or m["split"] != split or int(m["n"]) != num_samples or int(m["k"]) < self.variants
+                    or int(m["t"]) < text_epochs):
                 continue
             try:
                 if json.loads(p.read_text()).get("text_fingerprint") != self.text.fingerprint:
