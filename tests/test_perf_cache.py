@@ -241,3 +241,32 @@ def test_msdm_cache_then_fit_trains_from_the_cache_without_the_frozen_parts(vae_
     m = cli.model
     assert m.global_step == 2 and not m.frozen_loaded()
     assert m.cache.latents.misses == 0 and m.cache.text.misses == 0  # same fingerprints: the fill pass was skipped
+
+
+def test_msdm_cache_sharded_by_rank_covers_every_id_once(vae_ckpt, tiny_text_encoder, tmp_path, monkeypatch):
+    """Two `msdm cache` processes (as under torchrun/srun) split the ids by hash; a fit then skips its fill pass."""
+    from pathlib import Path
+
+    from lightning_modules.cli import run_lightning_cli
+    from msdm.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"--model.init_args.vae={vae_ckpt}", f"--model.init_args.text_encoder={tiny_text_encoder}",
+                 "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.resolution=32",
+                 f"--model.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.resolution=32",
+                 "--data.init_args.num_train=12", "--data.init_args.num_val=4", "--data.init_args.batch_size=4"]
+    cfg = str(root / "configs/quickstart_unet.yaml")
+    for r in (0, 1):
+        assert main(["cache", "-c", cfg, "--rank", str(r), "--world-size", "2", "--", *overrides]) == 0
+    shards = {r: list((tmp_path / "cache").glob(f"latents/*/shard-r00{r}-*.safetensors")) for r in (0, 1)}
+    assert shards[0] and shards[1]
+    from safetensors import safe_open
+
+    counts = {r: sum(len({k.split("/")[0] for k in safe_open(str(p), "pt").keys()}) for p in ps)
+              for r, ps in shards.items()}
+    assert counts[0] + counts[1] == 16 and counts[0] > 0 and counts[1] > 0  # 12 train + 4 val ids, each once
+    cli = run_lightning_cli(["fit", "-c", cfg, *overrides, "--model.init_args.cache_on_miss=error",
+                             "--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--trainer.logger=false",
+                             "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"])
+    assert cli.model.global_step == 3 and cli.model.cache.latents.misses == 0 and not cli.model.frozen_loaded()
