@@ -270,3 +270,20 @@ def test_msdm_cache_sharded_by_rank_covers_every_id_once(vae_ckpt, tiny_text_enc
                              "--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--trainer.logger=false",
                              "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"])
     assert cli.model.global_step == 3 and cli.model.cache.latents.misses == 0 and not cli.model.frozen_loaded()
+
+
+def test_cache_mode_checkpoint_exports_and_generates(vae_ckpt, tiny_text_encoder, kvasir_samples, tmp_path):
+    from msdm.cli import main
+    from msdm.pipeline import MSDMPipeline
+
+    m = _unet(vae_ckpt, tiny_text_encoder, cache_dir=str(tmp_path / "c"), latent_scaling="auto")
+    tr = _trainer(tmp_path, max_steps=2)
+    tr.fit(m, make_loader(kvasir_samples))
+    tr.save_checkpoint(tmp_path / "unet.ckpt")
+    sd = torch.load(tmp_path / "unet.ckpt", weights_only=True)["state_dict"]
+    assert {k.split(".")[0] for k in sd} == {"unet", "latent_scale"} and torch.isfinite(sd["latent_scale"])
+    assert main(["export", str(tmp_path / "unet.ckpt"), "--out", str(tmp_path / "pipe")]) == 0  # loads lazily
+    pipe = MSDMPipeline.from_pretrained(tmp_path / "pipe")
+    assert pipe.vae.config.scaling_factor == pytest.approx(float(sd["latent_scale"]))
+    img = m.generate(["Generate an image with 1 polyp."], seed=0, num_inference_steps=2)
+    assert img.shape == (1, 3, 32, 32) and m.frozen_loaded()  # generate() loaded the frozen parts on demand
