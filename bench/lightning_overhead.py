@@ -171,6 +171,9 @@ def main() -> int:
               f"{med([r[3] for r in rows], 0):>12.3f}{med(steady_ratio, 0):>8.3f}×")
         print(f"{'steady-state epoch, wall s':<38}{med([r[2] for r in rows], 1):>12.3f}"
               f"{med([r[3] for r in rows], 1):>12.3f}{med(steady_ratio, 1):>8.3f}×")
+        q = lambda xs, i: statistics.quantiles([x[i] for x in xs], n=4)  # noqa: E731
+        print(f"ratio quartiles (CPU): one epoch incl. setup {q(fit_ratio, 0)[0]:.3f}–{q(fit_ratio, 0)[2]:.3f}, "
+              f"steady state {q(steady_ratio, 0)[0]:.3f}–{q(steady_ratio, 0)[2]:.3f}")
         per_step = (med([r[3] for r in rows], 0) - med([r[2] for r in rows], 0)) / steps * 1e3
         print(f"Lightning per-step overhead (steady state, CPU): {per_step:.2f} ms on a "
               f"{med([r[2] for r in rows], 0) / steps * 1e3:.1f} ms step (goal: ratio ≤ 1.05×)")

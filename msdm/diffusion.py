@@ -27,7 +27,7 @@ TRAIN_SCHEDULER_CONFIG = dict(
     clip_sample=False,  # latents are not bounded to [-1, 1]
 )
 
-SAMPLERS = ("ddim", "dpm++", "ddpm", "euler")
+SAMPLERS = ("ddim", "dpm++", "dpm++sde", "ddpm", "euler")
 REFERENCE_STEPS = 150  # DDIM-150, the reference sampler
 REFERENCE_GUIDANCE = 3.5  # in the reference's (s+1)·cond − s·uncond convention
 
@@ -45,7 +45,9 @@ def make_sampler(name: str, config: dict | None = None):
     """A diffusers scheduler for sampling that shares the training noise schedule ``config``.
 
     ``ddim``: DDIM with ``linspace`` spacing (reference timesteps); pass ``eta=1.0`` at call time for the reference.
-    ``dpm++``: DPM-Solver++ (2M), the fast option. ``ddpm``: ancestral; ``euler``: Euler discrete.
+    ``dpm++``: DPM-Solver++ (2M), deterministic (an ODE solver, like DDIM with η = 0). ``dpm++sde``: SDE-DPM-Solver++
+    (2M), stochastic like the reference's DDIM with η = 1 — the fast sampler that matches DDIM-150's images
+    (docs/benchmarks.md). ``ddpm``: ancestral; ``euler``: Euler discrete.
     """
     config = dict(config or TRAIN_SCHEDULER_CONFIG)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
@@ -56,6 +58,11 @@ def make_sampler(name: str, config: dict | None = None):
             {**config, "algorithm_type": "dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
              "final_sigmas_type": "zero", "lower_order_final": True}
         )
+    if name in ("dpm++sde", "sde-dpmsolver++"):
+        return DPMSolverMultistepScheduler.from_config(
+            {**config, "algorithm_type": "sde-dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
+             "final_sigmas_type": "zero", "lower_order_final": True}
+        )
     if name == "ddpm":
         return DDPMScheduler.from_config({**config, "timestep_spacing": "linspace"})
     if name == "euler":
@@ -64,6 +71,8 @@ def make_sampler(name: str, config: dict | None = None):
 
 
 def sampler_name(scheduler) -> str:
+    if type(scheduler).__name__ == "DPMSolverMultistepScheduler" and "sde" in scheduler.config.algorithm_type:
+        return "dpm++sde"
     return {
         "DDIMScheduler": "ddim",
         "DPMSolverMultistepScheduler": "dpm++",

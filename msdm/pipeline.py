@@ -46,7 +46,7 @@ class MSDMPipeline(DiffusionPipeline):
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def set_sampler(self, name: str) -> MSDMPipeline:
-        """Swap the sampler (``ddim``, ``dpm++``, ``ddpm``, ``euler``) keeping the trained noise schedule."""
+        """Swap the sampler (``ddim``, ``dpm++``, ``dpm++sde``, ``ddpm``, ``euler``) keeping the trained noise schedule."""
         self.scheduler = make_sampler(name, dict(self.scheduler.config))
         return self
 

@@ -20,9 +20,9 @@ def add_arguments(parser):
     parser.add_argument("--num-images", type=int, default=10, help="images per prompt (10 in the challenge)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="image k uses seed + k (reproducible image by image)")
-    parser.add_argument("--sampler", default=None, choices=["ddim", "dpm++", "ddpm", "euler"],
-                        help="override the pipeline's sampler (ddim = the reference; dpm++ = fast)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: 150 for ddim, 20 for dpm++)")
+    parser.add_argument("--sampler", default=None, choices=["ddim", "dpm++", "dpm++sde", "ddpm", "euler"],
+                        help="override the pipeline's sampler (ddim = the reference; dpm++sde = fast and matching it)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: 150 for ddim, 20 for dpm++ / dpm++sde)")
     parser.add_argument("--guidance-scale", type=float, default=4.5,
                         help="diffusers convention uncond + s*(cond-uncond); 4.5 = the reference's 3.5")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1.0 = the reference)")
@@ -62,7 +62,7 @@ def run(args) -> int:
     pipe.set_progress_bar_config(disable=True)
     if args.sampler:
         pipe.set_sampler(args.sampler)
-    steps = args.steps or (20 if args.sampler == "dpm++" else 150)
+    steps = args.steps or (20 if args.sampler in ("dpm++", "dpm++sde") else 150)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from PIL import Image
