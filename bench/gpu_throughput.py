@@ -13,7 +13,7 @@ Network: the ``paper`` preset U-Net (326.5 M parameters, CLIP ViT-L/14-sized 768
   ``MSDMUNetModule(cache_dir=...)`` does;
 * ``+cache+NHWC+fused`` — plus ``channels_last`` and the fused AdamW kernel (``fused_optimizer``);
 * ``+cache+NHWC+fused+compile`` — plus ``torch.compile`` of the U-Net (``torch_compile=true``);
-* ``... +EMA`` — the best mode with the foreach EMA update after each step (``ema_decay``).
+* ``... +EMA`` — the best mode with the module's EMA update (one in-place foreach lerp) after each step.
 
 MFU = (U-Net forward + backward FLOPs per image, counted by ``torch.utils.flop_counter`` on the meta device) ×
 images/s ÷ the GPU's dense bf16 peak (H100 SXM / H200: 989 TFLOPS, H100 PCIe: 756, A100: 312; ``--peak-tflops``
@@ -94,8 +94,7 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
 
-    from diffusers.training_utils import EMAModel
-
+    from lightning_modules.ema import EMA
     from msdm.diffusion import diffusion_loss, training_scheduler
     from msdm.models.presets import build_unet, build_vae, get_preset
 
@@ -133,7 +132,7 @@ def main() -> int:
             kw = {"backend": "aot_eager"} if not cuda else ({"mode": args.compile_mode} if args.compile_mode else {})
             unet.compile(**kw)
         opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, **({"fused": True} if fused else {}))
-        e = EMAModel(unet.parameters(), decay=0.999, foreach=True) if ema else None
+        e = EMA(unet.parameters(), decay=0.999) if ema else None  # what MSDMUNetModule(ema_decay=...) runs
         return unet, opt, e
 
     def step_baseline(unet, opt, ema, fmt):
@@ -146,7 +145,7 @@ def main() -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.step(unet.parameters())
+            ema.update()
 
     def step_cached(unet, opt, ema, fmt):
         mean, std = c_mean.to(dev, non_blocking=True), c_std.to(dev, non_blocking=True)
@@ -158,7 +157,7 @@ def main() -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.step(unet.parameters())
+            ema.update()
 
     modes = [("diffusers loop", step_baseline, {}), ("+cache", step_cached, {}),
              ("+cache+NHWC+fused", step_cached, {"channels_last": True, "fused": True})]

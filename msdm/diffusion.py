@@ -55,13 +55,15 @@ def make_sampler(name: str, config: dict | None = None):
         return DDIMScheduler.from_config({**config, "timestep_spacing": "linspace", "set_alpha_to_one": True})
     if name in ("dpm++", "dpmsolver++", "dpm"):
         return DPMSolverMultistepScheduler.from_config(
-            {**config, "algorithm_type": "dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
-             "final_sigmas_type": "zero", "lower_order_final": True}
+            {**config, "algorithm_type": "dpmsolver++", "use_karras_sigmas": False, "solver_order": 2,
+             "timestep_spacing": "linspace", "final_sigmas_type": "zero", "lower_order_final": True}
         )
     if name in ("dpm++sde", "sde-dpmsolver++"):
         return DPMSolverMultistepScheduler.from_config(
             {**config, "algorithm_type": "sde-dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
-             "final_sigmas_type": "zero", "lower_order_final": True}
+             "final_sigmas_type": "zero", "lower_order_final": True,
+             # Karras sigmas spend more steps at low noise: at 20 steps 35 % closer to DDIM-150 (benchmarks.md)
+             "use_karras_sigmas": True}
         )
     if name == "ddpm":
         return DDPMScheduler.from_config({**config, "timestep_spacing": "linspace"})
