@@ -62,7 +62,8 @@ def main() -> int:
     samples = [{k: ds[i][k] for k in ("pixel_values", "caption", "id")} for i in range(args.images)]
     batches = list(DataLoader(samples, batch_size=args.batch_size, shuffle=True,
                               generator=torch.Generator().manual_seed(0)))
-    common = dict(preset="small", vae=str(tmp / "vae.ckpt"), text_encoder=args.text_encoder, resolution=args.resolution)
+    common = dict(preset="small", vae=str(tmp / "vae.ckpt"), text_encoder=args.text_encoder,
+                  image_size=args.resolution)
     modules = {
         "on the fly": MSDMUNetModule(**common, text_cache_size=0),
         "caption memo": MSDMUNetModule(**common),

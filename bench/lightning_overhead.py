@@ -53,7 +53,7 @@ def build(tmp: Path, images: int, size: int):
         samples = [{k: ds[i][k] for k in ("pixel_values", "caption", "id")} for i in range(images)]
     torch.manual_seed(0)
     module = MSDMUNetModule(preset="tiny", vae=str(tmp / "vae.ckpt"), text_encoder=te, max_length=16, lr=1e-4,
-                            resolution=size)
+                            image_size=size)
     return module, samples
 
 

@@ -1,1 +1,12 @@
-"""LightningDataModules: generic image+caption folders and HF datasets, Kvasir-VQA / MEDVQA-GI, ROCOv2, synthetic."""
+"""LightningDataModules: generic image+caption folders and HF datasets, Kvasir-VQA / MEDVQA-GI, ROCOv2, synthetic.
+
+Every DataModule yields ``{"pixel_values", "caption", "id"}`` batches (docs/CONVENTIONS.md). Import them from here
+(``from datamodules import KvasirVQADataModule``) or name them in YAML (``class_path: datamodules.KvasirVQADataModule``).
+"""
+
+from datamodules.image_text import ImageTextDataModule
+from datamodules.kvasir import KvasirVQADataModule
+from datamodules.rocov2 import ROCOv2DataModule
+from datamodules.synthetic import SyntheticGIDataModule
+
+__all__ = ["ImageTextDataModule", "KvasirVQADataModule", "ROCOv2DataModule", "SyntheticGIDataModule"]

@@ -36,6 +36,35 @@ class MSDMLightningCLI(LightningCLI):
 
         super().__init__(*args, **kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """Re-parse a checkpoint's hyper-parameters as Lightning does, also for checkpoints written outside the CLI.
+
+        In subclass mode Lightning expects the checkpoint to name its class (``_class_path``, which only CLI runs
+        store); a checkpoint saved from a notebook or a plain ``Trainer`` lacks it and ``msdm test --ckpt_path``
+        failed with "Option 'preset' is not accepted". The class given in the config (``-c`` / ``--model``) names it.
+        """
+        import sys
+
+        import torch
+
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        class_path = hparams.pop("_class_path", None) or self.config[sub].get("model", {}).get("class_path")
+        if class_path is None:
+            raise ValueError(f"{ckpt_path} does not name its LightningModule class: pass --model or -c with a config")
+        model = {"class_path": class_path, "init_args": hparams}
+        try:
+            self.config = self.parser.parse_object({sub: {"model": model}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
+
 
 def run_lightning_cli(argv: list[str] | None = None, run: bool = True) -> MSDMLightningCLI:
     files = default_config_files()

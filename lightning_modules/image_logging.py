@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 
 import lightning.pytorch as pl
-from torchvision.utils import make_grid, save_image
+import torch
+from torchvision.utils import make_grid
+
+from msdm.provenance import make_record, save_png, update_manifest
 
 
 class SampleGrid(pl.Callback):
@@ -46,6 +49,17 @@ class SampleGrid(pl.Callback):
                 experiment.add_text("samples/prompts", "\n".join(f"{i}. {p}" for i, p in enumerate(prompts)),
                                     trainer.global_step)
         log_dir = trainer.log_dir or trainer.default_root_dir
-        out = os.path.join(log_dir, "samples", f"epoch={trainer.current_epoch:04d}.png")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        save_image(grid, out)
+        folder = os.path.join(log_dir, "samples")
+        name = f"epoch={trainer.current_epoch:04d}.png"
+        info = pl_module.generation_info() if hasattr(pl_module, "generation_info") else {}
+        if self.steps:
+            info = {**info, "steps": self.steps}
+        record = make_record(
+            prompts, self.seed, info, kind="grid", num_images_per_prompt=self.n, epoch=trainer.current_epoch,
+            global_step=trainer.global_step,
+            layout=f"one row per prompt, {self.n} images per row; image k (row-major) uses seed + k",
+        )
+        # torchvision's save_image quantisation (x * 255 + 0.5, clamped), so grids look as they did before
+        arr = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+        entry = save_png(arr, os.path.join(folder, name), record)
+        update_manifest(folder, {name: entry})

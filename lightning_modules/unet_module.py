@@ -62,7 +62,9 @@ class MSDMUNetModule(pl.LightningModule):
         sampler, num_inference_steps, guidance_scale, eta: defaults of :meth:`generate` — DDIM-150, η = 1 and
             4.5 in diffusers' guidance convention (= the reference's 3.5).
         sample_prompts: prompts for sample grids / metric callbacks (they read ``module.sample_prompts``).
-        resolution: image side; default from the preset.
+        image_size: side of generated images in pixels; default: the preset's training resolution. (Not called
+            ``resolution``: Lightning refuses a module and a DataModule hyper-parameter of the same name with
+            different values, and the DataModules have ``resolution``.)
         unet_overrides: extra :class:`~msdm.models.unet.MSDMUNet` kwargs on top of the preset.
         gradient_checkpointing: recompute U-Net activations in backward (less memory, ~30 % slower).
         text_cache_size: distinct captions whose encodings are memoised in memory (0 = off); exact, see
@@ -114,7 +116,7 @@ class MSDMUNetModule(pl.LightningModule):
         guidance_scale: float = 4.5,
         eta: float = 1.0,
         sample_prompts: list[str] | None = None,
-        resolution: int | None = None,
+        image_size: int | None = None,
         unet_overrides: dict | None = None,
         gradient_checkpointing: bool = False,
         text_cache_size: int = 4096,
@@ -143,7 +145,7 @@ class MSDMUNetModule(pl.LightningModule):
         parse_dtype(cache_dtype)
         p = get_preset(preset)
         self._preset = p
-        self.resolution = resolution or p.resolution
+        self.resolution = image_size or p.resolution
         self.sample_prompts = list(sample_prompts or [])
         self.cache = None  # TrainingCache, built in setup() (it fingerprints the DataModule's transform)
         # With a cache the frozen parts load lazily (they are not needed to train from it). A VAE without a source
@@ -274,8 +276,8 @@ class MSDMUNetModule(pl.LightningModule):
     def build_cache(self, datamodule=None, rank: int = 0):
         """The :class:`~msdm.cache.training.TrainingCache` of this module's settings and ``datamodule``'s transform.
 
-        Its fingerprints come from the VAE and text encoder *files* (plus dtype, resolution, max_length, the
-        DataModule's non-loader arguments and ``cache_tag``), so building it loads neither model.
+        Its fingerprints come from the VAE and text encoder *files* (plus dtype, max_length, the DataModule's
+        resolution and other non-loader arguments, and ``cache_tag``), so building it loads neither model.
         """
         from msdm.cache.fingerprints import text_encoder_fingerprint, transform_fingerprint, vae_fingerprint
         from msdm.cache.training import TrainingCache
@@ -284,7 +286,8 @@ class MSDMUNetModule(pl.LightningModule):
         hp = self.hparams
         vae_fp = vae_fingerprint(hp.vae, None if hp.vae is not None else self.vae)
         latent_parts = {"what": "msdm-vae-posterior", "version": 1, "vae": vae_fp, "frozen_dtype": hp.frozen_dtype,
-                        "resolution": self.resolution, "transform": transform_fingerprint(datamodule),
+                        # the training pixels' size: the DataModule's (image_size only sizes generated images)
+                        "resolution": _datamodule_resolution(datamodule), "transform": transform_fingerprint(datamodule),
                         "tag": hp.cache_tag}
         text_parts = {"what": "msdm-text-states", "version": 1, "max_length": hp.max_length,
                       "encoder": text_encoder_fingerprint(hp.text_encoder, hp.local_files_only),
@@ -618,6 +621,13 @@ class MSDMUNetModule(pl.LightningModule):
         """Write a self-contained pipeline folder (EMA weights when on), atomically."""
         with self.ema.swapped_in() if self.ema is not None else nullcontext():
             self.to_pipeline(sampler).save_pretrained(path)
+
+
+def _datamodule_resolution(datamodule):
+    if datamodule is None:
+        return None
+    hp = getattr(datamodule, "hparams", {}) or {}
+    return hp.get("resolution", getattr(datamodule, "resolution", None))
 
 
 def _len_or_inf(loader) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -49,8 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cpu_thread_policy() -> None:
+    """Let idle OpenMP threads sleep instead of spin (unless the user chose otherwise).
+
+    Must run before torch is imported (libgomp reads it once). On a CPU that is also busy with anything else — a
+    laptop, a shared CI runner — spinning intra-op threads steal the cores they wait for: a VAE training step of
+    the quickstart took 5.6 s with the default policy and 1.3 s with PASSIVE on this 2-core machine under load.
+    GPU runs are unaffected.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _cpu_thread_policy()
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         from lightning_modules.cli import run_lightning_cli  # the one place msdm reaches up: the console script
 

@@ -20,8 +20,6 @@ from diffusers.utils.torch_utils import randn_tensor
 from msdm.diffusion import REFERENCE_STEPS, make_sampler, sampler_name
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
-from msdm.models import unet as _unet_module  # noqa: F401 - diffusers (>= 0.40) loads component classes only from
-from msdm.models import vae as _vae_module  # noqa: F401 - modules already imported: a fresh `msdm generate` needs these
 from msdm.models.text_encoder import encode_text
 
 
@@ -155,6 +153,11 @@ class MSDMPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        # diffusers resolves custom components only from modules that are already imported (it will not import a
+        # module a repository names, as that would run its code): import ours explicitly.
+        import msdm.models.unet  # noqa: F401
+        import msdm.models.vae  # noqa: F401
+
         path, lfo = resolve(pretrained_model_name_or_path, kwargs.pop("local_files_only", None))
         kwargs.setdefault("use_safetensors", True)  # never unpickle weights
         with pretrained_source(pretrained_model_name_or_path, "MSDM pipeline"):

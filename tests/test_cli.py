@@ -95,7 +95,7 @@ def test_fit_unet_through_the_cli(unet_ckpt, tiny_text_encoder, tmp_path, monkey
     main(["fit", "-c", str(ROOT / "configs/quickstart_unet.yaml"), "--trainer.fast_dev_run=true",
           "--trainer.accelerator=cpu", "--model.init_args.preset=tiny", f"--model.init_args.vae={unet_ckpt / 'vae.ckpt'}",
           f"--model.init_args.text_encoder={tiny_text_encoder}", "--model.init_args.max_length=16",
-          "--model.init_args.resolution=32", "--model.init_args.num_inference_steps=2",
+          "--model.init_args.image_size=32", "--model.init_args.num_inference_steps=2",
           "--data.init_args.resolution=32", "--data.init_args.batch_size=4", "--data.init_args.num_train=8",
           "--data.init_args.num_val=4"])
     grids = list(tmp_path.glob("runs/**/samples/*.png"))

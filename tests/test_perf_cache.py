@@ -83,7 +83,7 @@ def test_any_fingerprint_change_invalidates(vae_ckpt, tiny_text_encoder, tmp_pat
 
     assert fps() == (False, False)
     assert fps(max_length=12) == (False, True)  # text encoder settings: only the text store
-    assert fps(resolution=64) == (True, False)
+    assert fps(image_size=64) == (False, False)  # only sizes generated images; training pixels are the data's
     assert fps(frozen_dtype="bfloat16") == (True, True)
     assert fps(cache_tag="crop-v2") == (True, False)
     assert fps(lr=5e-4, cache_variants=3) == (False, False)  # what does not change the values keeps the cache
@@ -103,6 +103,7 @@ def test_any_fingerprint_change_invalidates(vae_ckpt, tiny_text_encoder, tmp_pat
     a = m.build_cache(SyntheticGIDataModule(resolution=32, batch_size=4)).latents.fingerprint
     assert m.build_cache(SyntheticGIDataModule(resolution=32, batch_size=8, num_workers=2)).latents.fingerprint == a
     assert m.build_cache(SyntheticGIDataModule(resolution=32, seed=1)).latents.fingerprint != a
+    assert m.build_cache(SyntheticGIDataModule(resolution=64, batch_size=4)).latents.fingerprint != a  # resolution
 
 
 def test_right_entry_per_sample_id_under_a_shuffled_loader(vae_ckpt, tiny_text_encoder, kvasir_samples, tmp_path):
@@ -230,7 +231,7 @@ def test_msdm_cache_then_fit_trains_from_the_cache_without_the_frozen_parts(vae_
     root = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(tmp_path)
     overrides = [f"--model.init_args.vae={vae_ckpt}", f"--model.init_args.text_encoder={tiny_text_encoder}",
-                 "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.resolution=32",
+                 "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.image_size=32",
                  f"--model.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.resolution=32",
                  "--data.init_args.num_train=8", "--data.init_args.num_val=4", "--data.init_args.batch_size=4"]
     cfg = str(root / "configs/quickstart_unet.yaml")
@@ -253,7 +254,7 @@ def test_msdm_cache_sharded_by_rank_covers_every_id_once(vae_ckpt, tiny_text_enc
     root = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(tmp_path)
     overrides = [f"--model.init_args.vae={vae_ckpt}", f"--model.init_args.text_encoder={tiny_text_encoder}",
-                 "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.resolution=32",
+                 "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.image_size=32",
                  f"--model.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.resolution=32",
                  "--data.init_args.num_train=12", "--data.init_args.num_val=4", "--data.init_args.batch_size=4"]
     cfg = str(root / "configs/quickstart_unet.yaml")

