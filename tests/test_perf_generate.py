@@ -49,11 +49,15 @@ def _images(folder):
 
 def test_rank_shards_union_equals_one_process(pipe_dir, tmp_path):
     assert _gen(pipe_dir, tmp_path / "one") == 0
-    for r in (0, 1):
+    for r in (1, 0):
         assert _gen(pipe_dir, tmp_path / "two", "--rank", str(r), "--world-size", "2") == 0
-        if r == 0:
-            assert (tmp_path / "two" / "prompts.json").exists()  # rank 0 writes it
-            assert len(_images(tmp_path / "two")) == 5  # images 0, 2, 4, 6, 8 of 9
+        if r == 1:  # one share done: its images, no folder-level files yet
+            assert len(_images(tmp_path / "two")) == 4  # images 1, 3, 5, 7 of 0..8
+            assert not (tmp_path / "two" / "prompts.json").exists()
+            assert not (tmp_path / "two" / "provenance.json").exists()
+    # the last share to finish wrote prompts.json and the merged provenance manifest, then removed the records
+    assert not list((tmp_path / "two").glob(".provenance-*"))
+    assert main(["provenance", str(tmp_path / "two")]) == 0  # every image and prompts.json verified
     one, two = _images(tmp_path / "one"), _images(tmp_path / "two")
     assert sorted(one) == sorted(two) and len(one) == 9
     for name in one:
@@ -95,3 +99,4 @@ def test_generate_under_torchrun(pipe_dir, tmp_path):
     one, tr = _images(tmp_path / "one"), _images(tmp_path / "tr")
     assert sorted(one) == sorted(tr)
     assert (tmp_path / "tr" / "prompts.json").exists()
+    assert main(["provenance", str(tmp_path / "tr")]) == 0
