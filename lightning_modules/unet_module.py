@@ -3,10 +3,15 @@
 The frozen parts (VAE from stage 1, text encoder) are loaded in ``__init__`` with ``requires_grad_(False)`` — before
 DDP wraps anything — and are **not** stored in checkpoints: ``on_save_checkpoint`` drops them and
 ``on_load_checkpoint`` puts the live frozen weights back so strict loading still checks every U-Net key.
+
+With ``cache_dir`` set (docs/scaling.md, "Cached latents"), training reads VAE posteriors and text states from a
+:class:`~msdm.cache.training.TrainingCache` and the frozen parts are **not loaded**: ``vae``, ``text_encoder`` and
+``tokenizer`` become lazy properties that load on first use (a cache miss, a sample grid, ``generate``, ``export``).
 """
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 
 import lightning.pytorch as pl
@@ -14,12 +19,29 @@ import torch
 
 from lightning_modules.ema import EMA
 from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
-from msdm.diffusion import REFERENCE_STEPS, diffusion_loss, drop_captions, make_sampler, training_scheduler
+from msdm.diffusion import (
+    REFERENCE_STEPS,
+    diffusion_loss,
+    drop_captions,
+    keyed_noise,
+    make_sampler,
+    training_scheduler,
+)
 from msdm.models.loading import load_vae
 from msdm.models.presets import build_unet, build_vae, get_preset
 from msdm.models.text_encoder import PAPER_TEXT_ENCODER, encode_text, load_text_encoder, text_hidden_size
 
 FROZEN_PREFIXES = ("vae.", "text_encoder.")
+DTYPES = {None: None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+CACHE_ON_MISS = ("encode", "error")
+
+
+def parse_dtype(name: str | None) -> torch.dtype | None:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(k for k in DTYPES if k)}") from None
 
 
 class MSDMUNetModule(pl.LightningModule):
@@ -48,6 +70,31 @@ class MSDMUNetModule(pl.LightningModule):
         text_cache_size: distinct captions whose encodings are memoised in memory (0 = off); exact, see
             :meth:`encode_prompts`.
         local_files_only / trust_remote_code: passed to the text encoder loader (hub access policy).
+
+    Speed (docs/scaling.md; figures in docs/benchmarks.md):
+        frozen_dtype: dtype of the frozen VAE and text encoder (``bfloat16`` / ``float16``; ``None`` = float32).
+            Use with ``--trainer.precision=bf16-mixed`` (or ``16-mixed``): the U-Net keeps float32 master weights.
+        channels_last: U-Net weights and inputs in NHWC (faster convolutions on tensor-core GPUs).
+        torch_compile: ``torch.compile`` the U-Net (``nn.Module.compile``: checkpoints keep their keys);
+            ``compile_mode``: e.g. ``max-autotune``; ``compile_backend``: ``inductor`` (``aot_eager`` traces without
+            code generation: a quick check that the model compiles).
+        fused_optimizer: fused AdamW kernel (``None`` = on when the weights are on a GPU).
+        cache_dir: folder of the latent + text cache (:class:`~msdm.cache.training.TrainingCache`; ``"memory"`` =
+            in RAM). Training then reads VAE posteriors (mean and std, so sampling stays stochastic) and text
+            states from it, and the VAE and text encoder are not loaded (they load lazily for misses, sample grids,
+            ``generate`` and ``export``). Fill it with ``msdm cache -c CONFIG`` or let ``cache_precompute`` do it.
+        cache_variants: augmentation variants per training image: epoch ``e`` reads the pixels the DataModule made
+            at epoch ``e mod K`` (1 = data without random augmentation).
+        cache_text_epochs: epochs whose captions the fill pass encodes (DataModules that draw a caption or a
+            paraphrase per epoch: set it to ``max_epochs``; caption-only passes read data but encode no pixels). A
+            training dataset with an ``all_captions()`` method has all of them encoded up front instead.
+        cache_precompute: fill missing entries in one pass before training (skipped when a completion marker says
+            the split is already filled).
+        cache_on_miss: ``encode`` (load the frozen part and encode the miss) or ``error``.
+        cache_tag: extra fingerprint part, e.g. a transform version when fitting from a bare DataLoader (a
+            DataModule's transform is fingerprinted from its arguments).
+        cache_dtype: storage dtype of cached floats (``None`` = float32).
+        cache_memory_gb: RAM per store kept for entries already read.
     """
 
     def __init__(
@@ -75,48 +122,141 @@ class MSDMUNetModule(pl.LightningModule):
         text_cache_size: int = 4096,
         local_files_only: bool | None = None,
         trust_remote_code: bool = False,
+        frozen_dtype: str | None = None,
+        channels_last: bool = False,
+        torch_compile: bool = False,
+        compile_mode: str | None = None,
+        compile_backend: str = "inductor",
+        fused_optimizer: bool | None = None,
+        cache_dir: str | None = None,
+        cache_variants: int = 1,
+        cache_text_epochs: int = 1,
+        cache_precompute: bool = True,
+        cache_on_miss: str = "encode",
+        cache_tag: str | None = None,
+        cache_dtype: str | None = None,
+        cache_memory_gb: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if cache_on_miss not in CACHE_ON_MISS:
+            raise ValueError(f"cache_on_miss must be one of {CACHE_ON_MISS}, got {cache_on_miss!r}")
+        self._frozen_dtype = parse_dtype(frozen_dtype)
+        parse_dtype(cache_dtype)
         p = get_preset(preset)
+        self._preset = p
         self.resolution = image_size or p.resolution
         self.sample_prompts = list(sample_prompts or [])
-
-        self.tokenizer, self.text_encoder = load_text_encoder(
-            text_encoder, max_length=max_length, local_files_only=local_files_only, trust_remote_code=trust_remote_code
-        )
-        if vae is None:
-            import warnings
-
-            warnings.warn("MSDMUNetModule(vae=None): using an UNTRAINED VAE — fine for debugging, not for results.", stacklevel=2)
-            self.vae = build_vae(p)
+        self.cache = None  # TrainingCache, built in setup() (it fingerprints the DataModule's transform)
+        # With a cache the frozen parts load lazily (they are not needed to train from it). A VAE without a source
+        # (vae=None: random weights, debugging only) cannot be reloaded identically, so it is built now.
+        self._lazy_frozen = cache_dir is not None and vae is not None
+        self._tokenizer = None
+        if self._lazy_frozen:
+            text_dim = _text_hidden_size_from_config(text_encoder, local_files_only, trust_remote_code)
         else:
-            self.vae = load_vae(vae)
-        self.vae.requires_grad_(False).eval()
-        self.text_encoder.requires_grad_(False).eval()
+            self._load_frozen(move=False)
+            text_dim = text_hidden_size(self.text_encoder)
 
-        self.unet = build_unet(p, text_hidden_size(self.text_encoder), **(unet_overrides or {}))
-        if self.vae.config.latent_channels != self.unet.config.in_channels:
-            raise ValueError(
-                f"VAE latent channels ({self.vae.config.latent_channels}) != U-Net in_channels "
-                f"({self.unet.config.in_channels}): the VAE does not belong to preset {preset!r}"
-            )
+        self.unet = build_unet(p, text_dim, **(unet_overrides or {}))
+        if not self._lazy_frozen:
+            self._check_latent_channels(self.vae.config.latent_channels)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        if torch_compile:
+            # nn.Module.compile compiles the call in place: parameter names (checkpoints, EMA, export) are unchanged
+            self.unet.compile(backend=compile_backend, **({"mode": compile_mode} if compile_mode else {}))
         self.scheduler = training_scheduler()
         self.ema = EMA(self.unet.parameters(), decay=ema_decay) if ema_decay else None
 
         if latent_scaling == "auto":
             init = float("nan")
         elif latent_scaling is None:
-            init = float(getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
+            init = _vae_scaling_factor(vae) if self._lazy_frozen else float(
+                getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
         else:
             init = float(latent_scaling)
         self.register_buffer("latent_scale", torch.tensor(init))
         self._text_memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    # --------------------------------------------------------------- frozen parts (eager, or lazy with a cache)
+    def _load_frozen(self, move: bool = True) -> None:
+        hp = self.hparams
+        tokenizer, text_encoder = load_text_encoder(
+            hp.text_encoder, max_length=hp.max_length, local_files_only=hp.local_files_only,
+            trust_remote_code=hp.trust_remote_code,
+        )
+        if hp.vae is None:
+            warnings.warn("MSDMUNetModule(vae=None): using an UNTRAINED VAE — fine for debugging, not for results.",
+                          stacklevel=3)
+            vae = build_vae(self._preset)
+        else:
+            vae = load_vae(hp.vae)
+        for m in (vae, text_encoder):
+            m.requires_grad_(False).eval()
+            if self._frozen_dtype is not None:
+                m.to(self._frozen_dtype)
+            if move:
+                m.to(self.device)
+        self._tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.vae = vae
+        if "unet" in self._modules:
+            self._check_latent_channels(vae.config.latent_channels)
+
+    def _frozen(self, name: str):
+        m = self._modules.get(name)
+        if m is None:
+            self._load_frozen()
+            m = self._modules[name]
+        return m
+
+    # Properties on the class win over nn.Module's attribute lookup, and nn.Module.__setattr__ still stores the
+    # modules in self._modules (so they move with .to() and show in state_dict while loaded).
+    @property
+    def vae(self):
+        return self._frozen("vae")
+
+    @property
+    def text_encoder(self):
+        return self._frozen("text_encoder")
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._load_frozen()
+        return self._tokenizer
+
+    def frozen_loaded(self) -> bool:
+        """Whether the VAE and text encoder are in memory (False while training from a full cache)."""
+        return self._modules.get("vae") is not None or self._modules.get("text_encoder") is not None
+
+    def release_frozen(self) -> None:
+        """Drop the VAE and text encoder (cache mode only; they reload on demand)."""
+        if not self._lazy_frozen:
+            return
+        for name in ("vae", "text_encoder"):
+            self._modules.pop(name, None)
+        self._tokenizer = None
+        self._text_memo = {}
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _check_latent_channels(self, channels: int) -> None:
+        if channels != self.unet.config.in_channels:
+            raise ValueError(
+                f"VAE latent channels ({channels}) != U-Net in_channels ({self.unet.config.in_channels}): the VAE "
+                f"does not belong to preset {self.hparams.preset!r}"
+            )
+
     def setup(self, stage: str) -> None:
         register_gloo_teardown()
+        if self.hparams.cache_dir is not None and self.cache is None:
+            trainer = self._trainer
+            self.cache = self.build_cache(datamodule=getattr(trainer, "datamodule", None) if trainer else None,
+                                          rank=self.global_rank if trainer is not None else 0)
 
     def _apply(self, fn, *args, **kwargs):
         self._text_memo = {}  # moved or cast: memoised encodings would be on the old device/dtype
@@ -124,23 +264,190 @@ class MSDMUNetModule(pl.LightningModule):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        # frozen parts stay in eval mode (no dropout / batch-stat updates) whatever Lightning toggles
-        self.vae.eval()
-        self.text_encoder.eval()
+        # frozen parts stay in eval mode (no dropout / batch-stat updates) whatever Lightning toggles; not loaded
+        # ones stay unloaded
+        for name in ("vae", "text_encoder"):
+            m = self._modules.get(name)
+            if m is not None:
+                m.eval()
         return self
 
-    # --------------------------------------------------------------- encoding
+    # --------------------------------------------------------------- cache
+    def build_cache(self, datamodule=None, rank: int = 0):
+        """The :class:`~msdm.cache.training.TrainingCache` of this module's settings and ``datamodule``'s transform.
+
+        Its fingerprints come from the VAE and text encoder *files* (plus dtype, max_length, the DataModule's
+        resolution and other non-loader arguments, and ``cache_tag``), so building it loads neither model.
+        """
+        from msdm.cache.fingerprints import text_encoder_fingerprint, transform_fingerprint, vae_fingerprint
+        from msdm.cache.training import TrainingCache
+        from msdm.lora.embedding_cache import fingerprint
+
+        hp = self.hparams
+        vae_fp = vae_fingerprint(hp.vae, None if hp.vae is not None else self.vae)
+        latent_parts = {"what": "msdm-vae-posterior", "version": 1, "vae": vae_fp, "frozen_dtype": hp.frozen_dtype,
+                        # the training pixels' size: the DataModule's (image_size only sizes generated images)
+                        "resolution": _datamodule_resolution(datamodule), "transform": transform_fingerprint(datamodule),
+                        "tag": hp.cache_tag}
+        text_parts = {"what": "msdm-text-states", "version": 1, "max_length": hp.max_length,
+                      "encoder": text_encoder_fingerprint(hp.text_encoder, hp.local_files_only),
+                      "frozen_dtype": hp.frozen_dtype}
+        directory = None if hp.cache_dir == "memory" else hp.cache_dir
+        return TrainingCache(
+            directory, fingerprint(**latent_parts), fingerprint(**text_parts), rank=rank,
+            variants=hp.cache_variants, text_epochs=hp.cache_text_epochs, store_dtype=parse_dtype(hp.cache_dtype),
+            memory_bytes=int(hp.cache_memory_gb * 2**30), describe_latents=latent_parts, describe_text=text_parts,
+        )
+
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor, sample: bool = True) -> torch.Tensor:
-        post = self.vae.encode(pixel_values.to(self.vae.dtype)).latent_dist
-        z = post.sample() if sample else post.mode()
+    def _encode_posterior(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        post = self.vae.encode(pixel_values.to(self.device, self.vae.dtype)).latent_dist
+        return {"mean": post.mean, "std": post.std}
+
+    def _miss_fn(self, fn):
+        return fn if self.hparams.cache_on_miss == "encode" else None
+
+    def cached_posterior(self, batch, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` of this batch's VAE posteriors from the cache (misses encoded or raised, ``cache_on_miss``)."""
+        ids = [str(i) for i in batch["id"]]
+
+        def compute(rows):
+            if "pixel_values" not in batch:
+                raise KeyError(f"latents of {[ids[j] for j in rows[:5]]} are not cached and the batch has no pixels")
+            return self._encode_posterior(batch["pixel_values"][rows])
+
+        epoch = self.current_epoch if self._trainer is not None else 0
+        mean, std = self.cache.latent_posterior(ids, split, epoch, self._miss_fn(compute), device=self.device)
+        if mean.shape[1] != self.unet.config.in_channels:
+            self._check_latent_channels(mean.shape[1])
+        return mean, std
+
+    @torch.no_grad()
+    def fill_cache(self, loaders: dict, rank: int = 0, world_size: int = 1, shard_by_id: bool = False,
+                   scheme: str = "single", max_batches: int | None = None, extra_captions=()) -> dict:
+        """Fill the cache from ``{split: DataLoader}`` (``train`` gets ``cache_variants`` passes, others one).
+
+        ``shard_by_id``: every rank reads the whole loader and encodes the ids whose hash falls on it (``msdm
+        cache`` under torchrun/srun, no process group needed); otherwise each rank encodes every batch it reads (a
+        loader Lightning already sharded). A split read to the end is marked filled for ``(rank, world_size)``.
+        Returns ``{split: {"batches", "latents", "text"}}`` (entries added).
+        """
+        from msdm.cache.fill import id_shard, iterate_variants, sized_len
+
+        cache = self.cache if self.cache is not None else self.build_cache(rank=rank)
+        self.cache = cache
+        # the empty caption (CFG dropout) and the prompts of sample grids, on every rank
+        always = list(dict.fromkeys([""] + [str(c) for c in extra_captions] + list(self.sample_prompts)))
+        t0 = cache.text.misses
+        cache.text_states(always, lambda r: self._text_compute(always, r), device="cpu")
+        stats: dict = {"extra_text": cache.text.misses - t0}
+        for split, loader in loaders.items():
+            n = sized_len(getattr(loader, "dataset", None))
+            n = -1 if n is None else n
+            text_epochs = cache.text_epochs if split == "train" else 1
+            if cache.is_filled(split, n, text_epochs):
+                stats[split] = {"batches": 0, "latents": 0, "text": 0, "skipped": True}
+                continue
+            lat0, txt0, batches, total = cache.latents.misses, cache.text.misses, 0, sized_len(loader)
+            listed = getattr(getattr(loader, "dataset", None), "all_captions", None)
+            if split == "train" and callable(listed):  # the dataset can list every caption it may emit
+                caps = list(dict.fromkeys(str(c) for c in listed()))
+                cache.text_states(caps, lambda r, c=caps: self._text_compute(c, r), device="cpu")
+            variants = cache.variants if split == "train" else 1
+            passes = max(variants, text_epochs)
+            epoch_now = self.current_epoch if self._trainer is not None else 0
+            for k, _, batch in iterate_variants(loader, passes, restore_epoch=epoch_now, max_batches=max_batches):
+                batches += 1
+                ids = [str(i) for i in batch["id"]]
+                rows = [j for j, i in enumerate(ids) if not shard_by_id or id_shard(i, world_size) == rank]
+                if not rows:
+                    continue
+                sub_ids = [ids[j] for j in rows]
+                if k < variants and cache.missing_latents(sub_ids, split, k):  # passes >= variants: captions only
+                    px = batch["pixel_values"][rows]
+                    cache.latent_posterior(sub_ids, split, k, lambda r, px=px: self._encode_posterior(px[r]))
+                captions = [str(batch["caption"][j]) for j in rows]
+                if cache.missing_text(captions):
+                    cache.text_states(captions, lambda r, c=captions: self._text_compute(c, r))
+            complete = max_batches is None or total is None or batches >= passes * total
+            cache.flush()
+            if complete:
+                cache.mark_filled(split, n, scheme, rank, world_size, text_epochs=text_epochs)
+            stats[split] = {"batches": batches, "latents": cache.latents.misses - lat0,
+                            "text": cache.text.misses - txt0, "complete": complete}
+        cache.flush()
+        return stats
+
+    def _text_compute(self, captions, rows):
+        states, mask = encode_text(self.tokenizer, self.text_encoder, [captions[j] for j in rows], device=self.device)
+        return {"states": states, "mask": mask}
+
+    def on_fit_start(self) -> None:
+        """Fill the cache before the sanity check and the first step (``cache_precompute``), then drop the frozen
+        parts: training reads only the cache."""
+        hp = self.hparams
+        if self.cache is None or not hp.cache_precompute:
+            return
+        trainer = self.trainer
+        loaders = {}
+        fit_loop = trainer.fit_loop
+        fit_loop.setup_data()  # what Lightning would build for epoch 0 (DDP-sharded), built early
+        if trainer.train_dataloader is not None:
+            loaders["train"] = trainer.train_dataloader
+        if trainer.enable_validation:
+            trainer.validating = True  # as Lightning's own FitLoop.on_run_start does to build the val loaders
+            try:
+                fit_loop.epoch_loop.val_loop.setup_data()
+            finally:
+                trainer.training = True
+            val = trainer.val_dataloaders
+            if val is not None:
+                loaders["val"] = val[0] if isinstance(val, (list, tuple)) else val
+        limit = trainer.num_training_batches
+        max_batches = None if limit == float("inf") or limit >= (_len_or_inf(loaders.get("train"))) else int(limit)
+        scheme = "ddp" if trainer.world_size > 1 else "single"
+        # the empty caption (CFG dropout) and the sample prompts are encoded by every rank; fill_cache does it
+        self.fill_cache(loaders, rank=self.global_rank, world_size=trainer.world_size, scheme=scheme,
+                        max_batches=max_batches)
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("msdm-cache-filled")
+        self.cache.refresh()  # entries other ranks wrote
+        self.release_frozen()
+
+    def on_train_epoch_end(self):
+        if self.cache is not None:
+            self.cache.flush()
+
+    def on_fit_end(self):
+        if self.cache is not None:
+            self.cache.flush()
+
+    # --------------------------------------------------------------- encoding
+    def _scale_latents(self, z: torch.Tensor) -> torch.Tensor:
         if torch.isnan(self.latent_scale):
             std = z.float().std()
             trainer = self._trainer
             if trainer is not None and trainer.world_size > 1:
                 std = trainer.strategy.reduce(std, reduce_op="mean")
             self.latent_scale.fill_(1.0 / float(std.clamp(min=1e-6)))
-        return z * self.latent_scale.to(z.dtype)
+        # the U-Net's dtype: a frozen VAE in bf16 must not make the trainable path bf16 outside autocast
+        return (z * self.latent_scale.to(z.dtype)).to(self.unet.dtype)
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        post = self.vae.encode(pixel_values.to(self.vae.dtype)).latent_dist
+        z = post.sample() if sample else post.mode()
+        return self._scale_latents(z)
+
+    @torch.no_grad()
+    def batch_latents(self, batch, split: str = "train", sample: bool = True) -> torch.Tensor:
+        """Scaled latents of a batch: from the cache (``mean + std·ε``, ε drawn as ``latent_dist.sample()`` draws
+        it, so a fixed seed gives the same loss with or without the cache) or from the VAE."""
+        if self.cache is None:
+            return self.encode_images(batch["pixel_values"], sample=sample)
+        mean, std = self.cached_posterior(batch, split)
+        z = mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype) if sample else mean
+        return self._scale_latents(z)
 
     @torch.no_grad()
     def encode_prompts(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +455,13 @@ class MSDMUNetModule(pl.LightningModule):
 
         The encoder is frozen and in eval mode, so a caption always encodes to the same tensors: the memo is exact.
         MEDVQA-GI has 483 distinct prompts for 20 k rows, so after the first epoch the text encoder rarely runs.
+        With ``cache_dir`` the encodings come from the on-disk cache instead (the text encoder stays unloaded).
         """
+        if self.cache is not None:
+            captions = list(captions)
+            states, mask = self.cache.text_states(captions, self._miss_fn(lambda r: self._text_compute(captions, r)),
+                                                  device=self.device)
+            return states, mask
         if self.hparams.text_cache_size <= 0:
             return encode_text(self.tokenizer, self.text_encoder, captions, device=self.device)
         missing = list(dict.fromkeys(c for c in captions if c not in self._text_memo))
@@ -163,11 +476,15 @@ class MSDMUNetModule(pl.LightningModule):
         return states, mask
 
     # --------------------------------------------------------------- steps
+    def _memory_format(self):
+        return torch.channels_last if self.hparams.channels_last else None
+
     def training_step(self, batch, batch_idx):
-        latents = self.encode_images(batch["pixel_values"])
+        latents = self.batch_latents(batch, "train")
         captions, _ = drop_captions(list(batch["caption"]), self.hparams.cfg_dropout)
         states, mask = self.encode_prompts(captions)
-        loss = diffusion_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type)
+        loss = diffusion_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type,
+                              memory_format=self._memory_format())
         ensure_finite(self, loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=latents.shape[0])
         return loss
@@ -179,26 +496,40 @@ class MSDMUNetModule(pl.LightningModule):
         if self.ema is not None:
             self.ema.update()
 
-    def validation_step(self, batch, batch_idx):
-        # deterministic validation loss: posterior mean, no CFG dropout, noise/timesteps from a fixed seed
-        gen = torch.Generator(device=self.device).manual_seed(10_000 + batch_idx)
-        latents = self.encode_images(batch["pixel_values"], sample=False)
-        states, mask = self.encode_prompts(list(batch["caption"]))
+    def _eval_loss(self, batch, batch_idx: int, split: str, seed: int) -> tuple[torch.Tensor, int]:
+        # Deterministic evaluation loss: posterior mean, no CFG dropout, and noise/timesteps keyed by (sample id,
+        # caption) — a sample gets the same noise in any batch and on any rank, so the DDP value equals the
+        # single-process one. Batches without ids fall back to a per-batch seed.
+        latents = self.batch_latents(batch, split, sample=False)
+        captions = list(batch["caption"])
+        states, mask = self.encode_prompts(captions)
+        kw = {}
+        if "id" in batch:
+            keys = [f"{i}\x00{c}" for i, c in zip(batch["id"], captions)]
+            kw["noise"], kw["timesteps"] = keyed_noise(keys, tuple(latents.shape[1:]), seed,
+                                                       self.scheduler.config.num_train_timesteps, latents.device,
+                                                       latents.dtype)
+        else:
+            kw["generator"] = torch.Generator(device=self.device).manual_seed(seed + batch_idx)
         with self.ema.swapped_in() if self.ema is not None else nullcontext():
-            loss = diffusion_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type, generator=gen)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=latents.shape[0])
+            loss = diffusion_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type,
+                                  memory_format=self._memory_format(), **kw)
+        return loss, latents.shape[0]
+
+    def validation_step(self, batch, batch_idx):
+        loss, n = self._eval_loss(batch, batch_idx, "val", 10_000)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
 
     def test_step(self, batch, batch_idx):
-        gen = torch.Generator(device=self.device).manual_seed(20_000 + batch_idx)
-        latents = self.encode_images(batch["pixel_values"], sample=False)
-        states, mask = self.encode_prompts(list(batch["caption"]))
-        with self.ema.swapped_in() if self.ema is not None else nullcontext():
-            loss = diffusion_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type, generator=gen)
-        self.log("test/loss", loss, sync_dist=True, batch_size=latents.shape[0])
+        loss, n = self._eval_loss(batch, batch_idx, "test", 20_000)
+        self.log("test/loss", loss, sync_dist=True, batch_size=n)
 
     def configure_optimizers(self):
+        fused = self.hparams.fused_optimizer
+        if fused is None:  # the fused kernel is the fastest AdamW on GPUs; on CPU keep the default (foreach)
+            fused = all(p.is_cuda for p in self.unet.parameters())
         opt = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                betas=tuple(self.hparams.betas))
+                                betas=tuple(self.hparams.betas), **({"fused": True} if fused else {}))
         warm = self.hparams.lr_warmup_steps
         if not warm:
             return opt
@@ -290,3 +621,47 @@ class MSDMUNetModule(pl.LightningModule):
         """Write a self-contained pipeline folder (EMA weights when on), atomically."""
         with self.ema.swapped_in() if self.ema is not None else nullcontext():
             self.to_pipeline(sampler).save_pretrained(path)
+
+
+def _datamodule_resolution(datamodule):
+    if datamodule is None:
+        return None
+    hp = getattr(datamodule, "hparams", {}) or {}
+    return hp.get("resolution", getattr(datamodule, "resolution", None))
+
+
+def _len_or_inf(loader) -> float:
+    try:
+        return len(loader)
+    except TypeError:
+        return float("inf")
+
+
+def _text_hidden_size_from_config(name: str, local_files_only: bool | None, trust_remote_code: bool) -> int:
+    """The text encoder's hidden size from its config file alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from msdm.hub import resolve
+    from msdm.models.text_encoder import resolve_text_encoder_path
+
+    path, lfo = resolve(resolve_text_encoder_path(name), local_files_only)
+    cfg = AutoConfig.from_pretrained(path, local_files_only=lfo, trust_remote_code=trust_remote_code)
+    cfg = getattr(cfg, "text_config", cfg)  # a full CLIP config holds the text tower's
+    return int(getattr(cfg, "hidden_size", None) or cfg.d_model)
+
+
+def _vae_scaling_factor(source: str) -> float:
+    """``scaling_factor`` of a VAE source without building it: a folder's config, or a checkpoint's hparams."""
+    import json
+    import os
+    from pathlib import Path
+
+    p = Path(os.path.expanduser(str(source)))
+    if p.is_dir():
+        for cfg in (p / "vae" / "config.json", p / "config.json"):
+            if cfg.exists():
+                return float(json.loads(cfg.read_text()).get("scaling_factor", 1.0) or 1.0)
+        return 1.0
+    ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # memory-mapped: weights stay on disk
+    overrides = (ckpt.get("hyper_parameters", {}) or {}).get("vae_overrides") or {}
+    return float(overrides.get("scaling_factor", 1.0) or 1.0)

@@ -27,7 +27,7 @@ TRAIN_SCHEDULER_CONFIG = dict(
     clip_sample=False,  # latents are not bounded to [-1, 1]
 )
 
-SAMPLERS = ("ddim", "dpm++", "ddpm", "euler")
+SAMPLERS = ("ddim", "dpm++", "dpm++sde", "ddpm", "euler")
 REFERENCE_STEPS = 150  # DDIM-150, the reference sampler
 REFERENCE_GUIDANCE = 3.5  # in the reference's (s+1)·cond − s·uncond convention
 
@@ -45,7 +45,9 @@ def make_sampler(name: str, config: dict | None = None):
     """A diffusers scheduler for sampling that shares the training noise schedule ``config``.
 
     ``ddim``: DDIM with ``linspace`` spacing (reference timesteps); pass ``eta=1.0`` at call time for the reference.
-    ``dpm++``: DPM-Solver++ (2M), the fast option. ``ddpm``: ancestral; ``euler``: Euler discrete.
+    ``dpm++``: DPM-Solver++ (2M), deterministic (an ODE solver, like DDIM with η = 0). ``dpm++sde``: SDE-DPM-Solver++
+    (2M), stochastic like the reference's DDIM with η = 1 — the fast sampler that matches DDIM-150's images
+    (docs/benchmarks.md). ``ddpm``: ancestral; ``euler``: Euler discrete.
     """
     config = dict(config or TRAIN_SCHEDULER_CONFIG)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
@@ -53,8 +55,15 @@ def make_sampler(name: str, config: dict | None = None):
         return DDIMScheduler.from_config({**config, "timestep_spacing": "linspace", "set_alpha_to_one": True})
     if name in ("dpm++", "dpmsolver++", "dpm"):
         return DPMSolverMultistepScheduler.from_config(
-            {**config, "algorithm_type": "dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
-             "final_sigmas_type": "zero", "lower_order_final": True}
+            {**config, "algorithm_type": "dpmsolver++", "use_karras_sigmas": False, "solver_order": 2,
+             "timestep_spacing": "linspace", "final_sigmas_type": "zero", "lower_order_final": True}
+        )
+    if name in ("dpm++sde", "sde-dpmsolver++"):
+        return DPMSolverMultistepScheduler.from_config(
+            {**config, "algorithm_type": "sde-dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
+             "final_sigmas_type": "zero", "lower_order_final": True,
+             # Karras sigmas spend more steps at low noise: at 20 steps 35 % closer to DDIM-150 (benchmarks.md)
+             "use_karras_sigmas": True}
         )
     if name == "ddpm":
         return DDPMScheduler.from_config({**config, "timestep_spacing": "linspace"})
@@ -64,6 +73,8 @@ def make_sampler(name: str, config: dict | None = None):
 
 
 def sampler_name(scheduler) -> str:
+    if type(scheduler).__name__ == "DPMSolverMultistepScheduler" and "sde" in scheduler.config.algorithm_type:
+        return "dpm++sde"
     return {
         "DDIMScheduler": "ddim",
         "DPMSolverMultistepScheduler": "dpm++",
@@ -90,12 +101,26 @@ def diffusion_loss(
     scheduler: DDPMScheduler,
     loss_type: str = "l1",
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    timesteps: torch.Tensor | None = None,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
-    """ε-prediction loss at uniformly drawn timesteps (reference: L1; ``loss_type="mse"`` as the option)."""
+    """ε-prediction loss at uniformly drawn timesteps (reference: L1; ``loss_type="mse"`` as the option).
+
+    ``noise`` / ``timesteps`` may be given (e.g. :func:`keyed_noise` for a validation loss that does not depend on
+    batching or on the number of ranks); otherwise they are drawn, noise first, from ``generator``.
+    ``memory_format=torch.channels_last`` feeds the network NHWC activations (for a channels-last U-Net).
+    """
     b = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=latents.device)
+    if noise is None:
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    if timesteps is None:
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator,
+                                  device=latents.device)
+    noise, t = noise.to(latents.device, latents.dtype), timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
+    if memory_format is not None:
+        noisy = noisy.contiguous(memory_format=memory_format)
     pred = unet(noisy, t, text_states, text_mask).sample
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
     if loss_type == "l1":
@@ -103,3 +128,21 @@ def diffusion_loss(
     if loss_type == "mse":
         return F.mse_loss(pred.float(), target.float())
     raise ValueError(f"loss_type must be 'l1' or 'mse', got {loss_type!r}")
+
+
+def keyed_noise(keys: list[str], shape: tuple[int, ...], seed: int, num_train_timesteps: int = 1000,
+                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+    """Noise ``[B, *shape]`` and timesteps ``[B]`` where row ``i`` depends only on ``(seed, keys[i])``.
+
+    For evaluation losses: keyed by sample (id and caption), a sample gets the same noise whatever batch or rank it
+    lands in, so a validation loss under DDP equals the single-process value (given equal per-rank sample counts).
+    """
+    import hashlib
+
+    noise, ts = [], []
+    for k in keys:
+        s = int.from_bytes(hashlib.sha256(f"{seed}\x00{k}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+        g = torch.Generator().manual_seed(s)
+        noise.append(torch.randn(shape, generator=g))
+        ts.append(torch.randint(0, num_train_timesteps, (1,), generator=g))
+    return torch.stack(noise).to(device=device, dtype=dtype), torch.cat(ts).to(device)

@@ -7,6 +7,7 @@ what lets an evaluation run shard 5 000 images over ranks and still be reproduci
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import torch
@@ -20,6 +21,17 @@ def expand_prompts(prompts: list[str], num_images_per_prompt: int) -> list[tuple
 def shard(items: list, rank: int = 0, world_size: int = 1) -> list:
     """Round-robin shard: item ``k`` goes to rank ``k % world_size`` (balanced to within one item)."""
     return items[rank::world_size]
+
+
+def env_rank_world() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) or SLURM
+    (``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``); ``(0, 1, 0)`` for a plain process."""
+    env = os.environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
 
 
 @torch.no_grad()

@@ -44,7 +44,7 @@ class MSDMPipeline(DiffusionPipeline):
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def set_sampler(self, name: str) -> MSDMPipeline:
-        """Swap the sampler (``ddim``, ``dpm++``, ``ddpm``, ``euler``) keeping the trained noise schedule."""
+        """Swap the sampler (``ddim``, ``dpm++``, ``dpm++sde``, ``ddpm``, ``euler``) keeping the trained noise schedule."""
         self.scheduler = make_sampler(name, dict(self.scheduler.config))
         return self
 
@@ -56,7 +56,8 @@ class MSDMPipeline(DiffusionPipeline):
         """Latents → images in [0, 1]: ``(x + 1) / 2`` and clamp. Never per-image min–max stretching (the
         reference's ``normalize`` did that, which inflates contrast and biases FID)."""
         scale = getattr(self.vae.config, "scaling_factor", 1.0) or 1.0
-        x = self.vae.decode(latents / scale).sample
+        # the VAE may be held in another dtype than the U-Net (a bf16 frozen VAE next to an fp32 U-Net)
+        x = self.vae.decode((latents / scale).to(self.vae.dtype)).sample
         return ((x.float() + 1) / 2).clamp(0, 1)
 
     # ------------------------------------------------------------------ sampling

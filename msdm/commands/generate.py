@@ -4,10 +4,20 @@ Writes ``prompt{p:04d}_img{i:04d}.png`` (1-based) and ``prompts.json`` (``{"1": 
 Every image carries its provenance in PNG text chunks (synthetic, prompt, model + revision, seed, sampler, steps,
 guidance, msdm version; :mod:`msdm.provenance`), and ``provenance.json`` lists the SHA-256 of every file written.
 Check them with ``msdm provenance OUT``.
+
+Sharded over ranks for evaluation runs (docs/scaling.md): image ``k`` (global, prompt-major) goes to rank
+``k % world_size`` and is drawn from its own seed ``seed + k``, so the union of the ranks' files is exactly what one
+process writes. Under ``torchrun`` (or ``srun`` with ``MASTER_ADDR``/``MASTER_PORT`` set) every rank takes its share
+and GPU ``LOCAL_RANK``. Independent processes (a SLURM array, machines without a rendezvous) pass ``--rank R
+--world-size W``. Either way each rank records its files in a hidden ``.provenance-rRofW.json``, and
+``prompts.json`` + ``provenance.json`` are written once every share is done: by rank 0 after a barrier, or, without
+a process group, by whichever rank finishes last (it finds every share's record).
 """
 
 NAME = "generate"
 HELP = "generate images for a prompt file with a saved MSDM pipeline (challenge layout prompt0001_img0001.png)"
+
+SAMPLER_CHOICES = ["ddim", "dpm++", "dpm++sde", "ddpm", "euler"]
 
 
 def add_arguments(parser):
@@ -16,39 +26,79 @@ def add_arguments(parser):
     parser.add_argument("--num-images", type=int, default=10, help="images per prompt (10 in the challenge)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="image k uses seed + k (reproducible image by image)")
-    parser.add_argument("--sampler", default=None, choices=["ddim", "dpm++", "ddpm", "euler"],
-                        help="override the pipeline's sampler (ddim = the reference; dpm++ = fast)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: 150 for ddim, 20 for dpm++)")
+    parser.add_argument("--sampler", default=None, choices=SAMPLER_CHOICES,
+                        help="override the pipeline's sampler (ddim = the reference; dpm++sde = fast, closest to it)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps (default: 150 for ddim, 20 for dpm++ / dpm++sde)")
     parser.add_argument("--guidance-scale", type=float, default=4.5,
                         help="diffusers convention uncond + s*(cond-uncond); 4.5 = the reference's 3.5")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1.0 = the reference)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--model-name", default=None,
                         help="model name written into the provenance (default: MSDM + the pipeline folder's name)")
+    parser.add_argument("--rank", type=int, default=None, help="this process's share (default: RANK / SLURM_PROCID, else 0)")
+    parser.add_argument("--world-size", type=int, default=None,
+                        help="number of shares (default: WORLD_SIZE / SLURM_NTASKS, else 1)")
+
+
+def _shard_record(out, rank: int, world: int):
+    return out / f".provenance-r{rank}of{world}.json"
+
+
+def _finish(out, prompts, world: int, generation: dict) -> bool:
+    """Merge every rank's record into provenance.json and write prompts.json; False if a share is still missing."""
+    import json
+
+    from msdm.io import write_json
+    from msdm.provenance import update_manifest
+
+    shards = [_shard_record(out, r, world) for r in range(world)]
+    entries = {}
+    try:
+        for p in shards:
+            entries.update(json.loads(p.read_text()))
+    except FileNotFoundError:
+        return False  # another share is still running (or another rank is merging right now)
+    write_json(out / "prompts.json", {str(k + 1): s for k, s in enumerate(prompts)})
+    entries["prompts.json"] = None  # hashed from the file
+    update_manifest(out, entries, generation=generation)
+    for p in shards:  # merged: a later run with the same shares must not mistake them for its own
+        p.unlink(missing_ok=True)
+    return True
 
 
 def run(args) -> int:
+    import os
     import time
     from pathlib import Path
 
     import torch
 
-    from msdm.generation import generate_images
+    from msdm.generation import env_rank_world, generate_images
     from msdm.io import write_json
     from msdm.pipeline import MSDMPipeline, images_to_uint8
     from msdm.prompts import challenge_filename, read_prompts
-    from msdm.provenance import folder_revision, make_record, save_png, update_manifest
+    from msdm.provenance import folder_revision, make_record, save_png
 
     prompts = read_prompts(args.prompts)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    env_rank, env_world, local_rank = env_rank_world()
+    rank = env_rank if args.rank is None else args.rank
+    world = env_world if args.world_size is None else args.world_size
+    if not 0 <= rank < world:
+        raise SystemExit(f"msdm generate: rank {rank} is not in [0, {world})")
+    # a rendezvous exists (torchrun sets these): use it for one barrier before the folder-level files
+    group = world > 1 and args.rank is None and "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ
+    if group and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = MSDMPipeline.from_pretrained(args.pipeline, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     if args.sampler:
         pipe.set_sampler(args.sampler)
-    steps = args.steps or (20 if args.sampler == "dpm++" else 150)
+    steps = args.steps or (20 if args.sampler in ("dpm++", "dpm++sde") else 150)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # What reproduces an image besides its prompt and seed: the pipeline's generation_info() (sampler) plus the
@@ -66,12 +116,14 @@ def run(args) -> int:
         "resolution": int(pipe.config.resolution),
         "seed_rule": "image k (0-based, prompt-major) uses seed + k",
     }
+    generation = {**info, "seed": args.seed, "num_images_per_prompt": args.num_images, "num_prompts": len(prompts),
+                  "synthetic": True}
 
     t0 = time.perf_counter()
     n = 0
     entries = {}
     for p_idx, i_idx, texts, images in generate_images(
-        pipe, prompts, args.num_images, args.seed, args.batch_size,
+        pipe, prompts, args.num_images, args.seed, args.batch_size, rank=rank, world_size=world,
         guidance_scale=args.guidance_scale, num_inference_steps=steps, eta=args.eta,
     ):
         for p, i, text, arr in zip(p_idx, i_idx, texts, images_to_uint8(images)):
@@ -80,10 +132,15 @@ def run(args) -> int:
             record = make_record(text, args.seed + k, info, prompt_index=p + 1, image_index=i + 1)
             entries[name] = save_png(arr, out / name, record)
             n += 1
-    write_json(out / "prompts.json", {str(k + 1): s for k, s in enumerate(prompts)})
-    entries["prompts.json"] = None  # hashed from the file
-    update_manifest(out, entries, generation={**info, "seed": args.seed, "num_images_per_prompt": args.num_images,
-                                              "num_prompts": len(prompts), "synthetic": True})
     dt = time.perf_counter() - t0
-    print(f"wrote {n} images for {len(prompts)} prompts to {out} in {dt:.1f} s ({n / max(dt, 1e-9):.2f} img/s)")
+    write_json(_shard_record(out, rank, world), entries)  # this share's files, then (maybe) the folder's files
+    if group:
+        torch.distributed.barrier()  # every rank's images and records are on disk
+        if rank == 0:
+            _finish(out, prompts, world, generation)
+        torch.distributed.destroy_process_group()
+    else:
+        _finish(out, prompts, world, generation)  # completes only when every share has written its record
+    who = f" (rank {rank} of {world})" if world > 1 else ""
+    print(f"wrote {n} images for {len(prompts)} prompts to {out}{who} in {dt:.1f} s ({n / max(dt, 1e-9):.2f} img/s)")
     return 0
