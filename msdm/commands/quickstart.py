@@ -19,12 +19,16 @@ PROMPTS = [
 
 def add_arguments(parser):
     parser.add_argument("--out", default="msdm_quickstart", help="output folder (default: ./msdm_quickstart)")
-    parser.add_argument("--vae-steps", type=int, default=400, help="VAE optimizer steps")
-    parser.add_argument("--unet-steps", type=int, default=1200, help="U-Net optimizer steps")
+    # Budget (issue 2): <= 10 minutes on 2 CPU cores; docs/benchmarks.md#quickstart has the measured split.
+    parser.add_argument("--vae-steps", type=int, default=300, help="VAE optimizer steps")
+    parser.add_argument("--unet-steps", type=int, default=800, help="U-Net optimizer steps")
     parser.add_argument("--num-train", type=int, default=2048, help="synthetic training scenes")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--sample-steps", type=int, default=25, help="DPM-Solver++ steps for the sample grid")
+    parser.add_argument("--sampler", default="dpm++sde", choices=["ddim", "dpm++", "dpm++sde"],
+                        help="sampler of the grid and the exported pipeline (dpm++sde: stochastic like the reference's "
+                             "DDIM eta=1, docs/benchmarks.md#fast-sampling)")
+    parser.add_argument("--sample-steps", type=int, default=20, help="sampling steps for the sample grid")
     parser.add_argument("--text-encoder", default="builtin:all-MiniLM-L6-v2",
                         help="text encoder (default: the offline all-MiniLM-L6-v2 shipped on PyPI)")
     parser.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto")
@@ -49,10 +53,12 @@ def run(args) -> int:
     from pathlib import Path
 
     import lightning.pytorch as pl
-    from torchvision.utils import save_image
+    import torch
+    from torchvision.utils import make_grid, save_image
 
     from datamodules.synthetic import SyntheticGIDataModule
     from lightning_modules import MSDMUNetModule, MSDMVAEModule
+    from msdm.provenance import make_record, save_png, update_manifest
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -71,8 +77,8 @@ def run(args) -> int:
     print(f"[2/3] U-Net (preset small) with {args.text_encoder}, {args.unet_steps} steps")
     t = time.perf_counter()
     unet = MSDMUNetModule(
-        preset="small", vae=str(vae_ckpt), text_encoder=args.text_encoder, latent_scaling="auto", lr=5e-4,
-        lr_warmup_steps=100, loss_type="mse", ema_decay=0.995, sampler="dpm++", num_inference_steps=args.sample_steps,
+        preset="small", vae=str(vae_ckpt), text_encoder=args.text_encoder, latent_scaling="auto", lr=1e-3,
+        lr_warmup_steps=100, loss_type="mse", ema_decay=0.995, sampler=args.sampler, num_inference_steps=args.sample_steps,
         guidance_scale=3.0, sample_prompts=PROMPTS, image_size=args.resolution,
     )
     _trainer(out, args.unet_steps, args.accelerator, "unet").fit(unet, datamodule=dm)
@@ -82,9 +88,14 @@ def run(args) -> int:
     t = time.perf_counter()
     pipe_dir = out / "pipeline"
     unet.export(str(pipe_dir))
-    images = unet.generate(PROMPTS, num_images_per_prompt=6, seed=args.seed)
+    n = 6
+    images = unet.generate(PROMPTS, num_images_per_prompt=n, seed=args.seed)
     grid = out / "samples.png"
-    save_image(images, grid, nrow=6)  # one row per prompt
+    # the grid carries its provenance like every generated image (msdm provenance msdm_quickstart/samples.png)
+    arr = make_grid(images, nrow=n).mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    record = make_record(PROMPTS, args.seed, unet.generation_info(), kind="grid", num_images_per_prompt=n,
+                         layout=f"one row per prompt, {n} images per row; image k (row-major) uses seed + k")
+    update_manifest(out, {grid.name: save_png(arr, grid, record)})
     real = next(iter(dm.val_dataloader()))["pixel_values"][:6]
     save_image((real + 1) / 2, out / "real_examples.png", nrow=6)
     times["export+samples"] = time.perf_counter() - t
