@@ -27,7 +27,7 @@ def add_arguments(parser):
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--sampler", default="dpm++sde", choices=["ddim", "dpm++", "dpm++sde"],
                         help="sampler of the grid and the exported pipeline (dpm++sde: stochastic like the reference's "
-                             "DDIM eta=1, docs/benchmarks.md#fast-sampling)")
+                             "DDIM eta=1, docs/benchmarks.md, Fast sampling)")
     parser.add_argument("--sample-steps", type=int, default=20, help="sampling steps for the sample grid")
     parser.add_argument("--text-encoder", default="builtin:all-MiniLM-L6-v2",
                         help="text encoder (default: the offline all-MiniLM-L6-v2 shipped on PyPI)")
