@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import time
-import warnings
 
 import numpy as np
 
@@ -39,53 +38,10 @@ def make_features(num_prompts, per_prompt, dim, real_pool, real_min, real_max, s
 
 
 def reference_scores(all_features, real_features_cache, prompt_to_real, num_pairs):
-    """``submission_task2.py``'s scoring loop (all pairs, i.e. with its half-loop fixed), on the first pairs."""
-    import scipy.linalg
-    from scipy.spatial.distance import pdist
-    from sklearn.metrics.pairwise import cosine_similarity
-    from sklearn.preprocessing import normalize
+    """``submission_task2.py``'s scoring loop (its half-loop fixed to cover every pair), on the first pairs."""
+    from tests.challenge_reference import reference_scores as script
 
-    def fid_score(feat1, feat2):
-        mu1, mu2 = feat1.mean(0), feat2.mean(0)
-        sigma1, sigma2 = np.cov(feat1, rowvar=False), np.cov(feat2, rowvar=False)
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
-        return ((mu1 - mu2)**2).sum() + np.trace(sigma1 + sigma2 - 2 * covmean)
-
-    def diversity_score(features):
-        features = normalize(features, axis=1)
-        return pdist(features).mean()
-
-    def mean_cosine_sim(feat1, feat2):
-        feat1 = normalize(feat1, axis=1)
-        feat2 = normalize(feat2, axis=1)
-        return cosine_similarity(feat1, feat2).mean()
-
-    sorted_prompts = sorted(all_features.keys())
-    objectives = []
-    for i in range(0, 2 * num_pairs, 2):
-        objectives.append((sorted_prompts[i], sorted_prompts[i + 1], all_features[sorted_prompts[i]],
-                           all_features[sorted_prompts[i + 1]]))
-    fids, agreements, diversities = [], [], []
-    all_generated, all_real = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sqrtm: "Matrix is singular and may not have a square root"
-        for idx_A, _idx_B, A, B in objectives:
-            sim_ab = mean_cosine_sim(A, B)
-            fid_score(A, B)  # the script's "FID(A,B)" column
-            div_A = diversity_score(A)
-            div_B = diversity_score(B)
-            real_keys = prompt_to_real[str(idx_A)]
-            real_feats = np.array([real_features_cache[key] for key in real_keys])
-            fid_A_real = fid_score(A, real_feats)
-            fid_B_real = fid_score(B, real_feats)
-            all_generated.extend([*A, *B])
-            all_real.extend(real_feats)
-            fids.append((fid_A_real + fid_B_real) / 2)
-            agreements.append(sim_ab)
-            diversities.extend([div_A, div_B])
-        global_fid = fid_score(np.array(all_generated), np.array(all_real))
-    return {"fidelity": float(np.mean(1000 / (1 + np.array(fids)))), "agreement": float(np.mean(agreements)),
-            "diversity": float(np.mean(diversities)), "FBD": float(global_fid)}
+    return script(all_features, real_features_cache, prompt_to_real, half=False, num_pairs=num_pairs)[0]
 
 
 def ours(gen, real, mapping, num_pairs):

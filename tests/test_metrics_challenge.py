@@ -4,10 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.linalg
-from scipy.spatial.distance import pdist
-from sklearn.metrics.pairwise import cosine_similarity
-from sklearn.preprocessing import normalize
 
 from msdm.metrics.challenge import (
     agreement,
@@ -20,64 +16,7 @@ from msdm.metrics.challenge import (
     real_features_by_prompt,
     round_scores,
 )
-
-# ---- literal copy of the reference (submission_task2.py), only the I/O replaced by arrays ----
-
-
-def fid_score(feat1, feat2):
-    mu1, mu2 = feat1.mean(0), feat2.mean(0)
-    sigma1, sigma2 = np.cov(feat1, rowvar=False), np.cov(feat2, rowvar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
-    return ((mu1 - mu2) ** 2).sum() + np.trace(sigma1 + sigma2 - 2 * covmean)
-
-
-def diversity_score(features):
-    features = normalize(features, axis=1)
-    return pdist(features).mean()
-
-
-def mean_cosine_sim(feat1, feat2):
-    feat1 = normalize(feat1, axis=1)
-    feat2 = normalize(feat2, axis=1)
-    return cosine_similarity(feat1, feat2).mean()
-
-
-def reference_loop(all_features, real_features_cache, prompt_to_real, half=True):
-    """The script's scoring loop; ``half=False`` is the same loop with the pairing bug fixed."""
-    sorted_prompts = sorted(all_features.keys())
-    objectives = []
-    stop = len(sorted_prompts) // 2 if half else len(sorted_prompts)
-    for i in range(0, stop, 2):
-        idx_A = sorted_prompts[i]
-        idx_B = sorted_prompts[i + 1]
-        objectives.append((idx_A, idx_B, all_features[idx_A], all_features[idx_B]))
-    fids, agreements, diversities = [], [], []
-    all_generated, all_real = [], []
-    for idx_A, idx_B, A, B in objectives:  # noqa: B007 - literal copy of the script
-        sim_ab = mean_cosine_sim(A, B)
-        div_A = diversity_score(A)
-        div_B = diversity_score(B)
-        real_keys = prompt_to_real[str(idx_A)]
-        real_feats = np.array([real_features_cache[key] for key in real_keys])
-        fid_A_real = fid_score(A, real_feats)
-        fid_B_real = fid_score(B, real_feats)
-        all_generated.extend([*A, *B])
-        all_real.extend(real_feats)
-        fids.append((fid_A_real + fid_B_real) / 2)
-        agreements.append(sim_ab)
-        diversities.extend([div_A, div_B])
-    all_generated = np.array(all_generated)
-    all_real = np.array(all_real)
-    global_fid = fid_score(all_generated, all_real)
-    return {
-        "fidelity": float(np.mean(1000 / (1 + np.array(fids)))),
-        "agreement": float(np.mean(agreements)),
-        "diversity": float(np.mean(diversities)),
-        "FBD": float(global_fid),
-    }
-
+from tests.challenge_reference import diversity_score, fid_score, mean_cosine_sim, reference_scores
 
 # ---- synthetic features in the challenge's shape ----
 
@@ -98,7 +37,7 @@ def make_features(num_prompts=12, per_prompt=10, d=48, num_real=40, seed=0):
 @pytest.mark.parametrize("num_prompts", [12, 10])  # 10: the script's half-loop covers prompts 1-6 (3 pairs)
 def test_scores_equal_the_reference_loop(reference_compatible, num_prompts):
     gen, real, mapping = make_features(num_prompts=num_prompts)
-    ref = reference_loop(gen, real, mapping, half=reference_compatible)
+    ref, _ = reference_scores(gen, real, mapping, half=reference_compatible)
     ours = challenge_scores(gen, real_features_by_prompt(real, mapping, gen), reference_compatible=reference_compatible)
     for k in ("fidelity", "agreement", "diversity", "FBD"):
         assert ours[k] == pytest.approx(ref[k], rel=1e-6), k
@@ -152,7 +91,7 @@ def test_single_real_image():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ref = reference_loop(gen, real, mapping, half=False)
+            ref, _ = reference_scores(gen, real, mapping, half=False)
             assert np.isnan(ref["fidelity"])
         except np.linalg.LinAlgError:
             pass
