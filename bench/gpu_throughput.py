@@ -135,10 +135,7 @@ def main() -> int:
         e = EMA(unet.parameters(), decay=0.999) if ema else None  # what MSDMUNetModule(ema_decay=...) runs
         return unet, opt, e
 
-    def step_baseline(unet, opt, ema, fmt):
-        with torch.no_grad():
-            latents = vae.encode(pixels.to(torch.bfloat16)).latent_dist.sample().float()
-            states = te(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+    def train_step(unet, opt, ema, fmt, latents, states):
         with amp:
             loss = diffusion_loss(unet, latents, states, mask, sched, "l1", memory_format=fmt)
         loss.backward()
@@ -147,17 +144,16 @@ def main() -> int:
         if ema is not None:
             ema.update()
 
-    def step_cached(unet, opt, ema, fmt):
+    def step_baseline(unet, opt, ema, fmt):  # diffusers-style: the frozen VAE and text encoder on every batch
+        with torch.no_grad():
+            latents = vae.encode(pixels.to(torch.bfloat16)).latent_dist.sample().float()
+            states = te(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        train_step(unet, opt, ema, fmt, latents, states)
+
+    def step_cached(unet, opt, ema, fmt):  # cached posterior (mean, std) and text states
         mean, std = c_mean.to(dev, non_blocking=True), c_std.to(dev, non_blocking=True)
         states = c_text.to(dev, non_blocking=True)
-        latents = mean + std * torch.randn_like(mean)
-        with amp:
-            loss = diffusion_loss(unet, latents, states, mask, sched, "l1", memory_format=fmt)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update()
+        train_step(unet, opt, ema, fmt, mean + std * torch.randn_like(mean), states)
 
     modes = [("diffusers loop", step_baseline, {}), ("+cache", step_cached, {}),
              ("+cache+NHWC+fused", step_cached, {"channels_last": True, "fused": True})]
