@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 
 import lightning.pytorch as pl
-import torch
-from torchvision.utils import make_grid
 
-from msdm.provenance import make_record, save_png, update_manifest
+from msdm.provenance import save_grid
 
 
 class SampleGrid(pl.Callback):
@@ -41,25 +39,16 @@ class SampleGrid(pl.Callback):
             return
         kwargs = {"num_inference_steps": self.steps} if self.steps else {}
         images = pl_module.generate(prompts, num_images_per_prompt=self.n, seed=self.seed, **kwargs)
-        grid = make_grid(images, nrow=self.n)  # one row per prompt
+        info = pl_module.generation_info() if hasattr(pl_module, "generation_info") else {}
+        if self.steps:
+            info = {**info, "steps": self.steps}
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        path = os.path.join(log_dir, "samples", f"epoch={trainer.current_epoch:04d}.png")
+        grid = save_grid(images, path, prompts, self.seed, info, epoch=trainer.current_epoch,
+                         global_step=trainer.global_step)
         experiment = getattr(trainer.logger, "experiment", None)
         if experiment is not None and hasattr(experiment, "add_image"):
             experiment.add_image("samples", grid, trainer.global_step)
             if hasattr(experiment, "add_text"):
                 experiment.add_text("samples/prompts", "\n".join(f"{i}. {p}" for i, p in enumerate(prompts)),
                                     trainer.global_step)
-        log_dir = trainer.log_dir or trainer.default_root_dir
-        folder = os.path.join(log_dir, "samples")
-        name = f"epoch={trainer.current_epoch:04d}.png"
-        info = pl_module.generation_info() if hasattr(pl_module, "generation_info") else {}
-        if self.steps:
-            info = {**info, "steps": self.steps}
-        record = make_record(
-            prompts, self.seed, info, kind="grid", num_images_per_prompt=self.n, epoch=trainer.current_epoch,
-            global_step=trainer.global_step,
-            layout=f"one row per prompt, {self.n} images per row; image k (row-major) uses seed + k",
-        )
-        # torchvision's save_image quantisation (x * 255 + 0.5, clamped), so grids look as they did before
-        arr = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
-        entry = save_png(arr, os.path.join(folder, name), record)
-        update_manifest(folder, {name: entry})

@@ -53,12 +53,11 @@ def run(args) -> int:
     from pathlib import Path
 
     import lightning.pytorch as pl
-    import torch
-    from torchvision.utils import make_grid, save_image
+    from torchvision.utils import save_image
 
     from datamodules.synthetic import SyntheticGIDataModule
     from lightning_modules import MSDMUNetModule, MSDMVAEModule
-    from msdm.provenance import make_record, save_png, update_manifest
+    from msdm.provenance import save_grid
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -88,14 +87,10 @@ def run(args) -> int:
     t = time.perf_counter()
     pipe_dir = out / "pipeline"
     unet.export(str(pipe_dir))
-    n = 6
-    images = unet.generate(PROMPTS, num_images_per_prompt=n, seed=args.seed)
+    images = unet.generate(PROMPTS, num_images_per_prompt=6, seed=args.seed)
     grid = out / "samples.png"
     # the grid carries its provenance like every generated image (msdm provenance msdm_quickstart/samples.png)
-    arr = make_grid(images, nrow=n).mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
-    record = make_record(PROMPTS, args.seed, unet.generation_info(), kind="grid", num_images_per_prompt=n,
-                         layout=f"one row per prompt, {n} images per row; image k (row-major) uses seed + k")
-    update_manifest(out, {grid.name: save_png(arr, grid, record)})
+    save_grid(images, grid, PROMPTS, args.seed, unet.generation_info())
     real = next(iter(dm.val_dataloader()))["pixel_values"][:6]
     save_image((real + 1) / 2, out / "real_examples.png", nrow=6)
     times["export+samples"] = time.perf_counter() - t
