@@ -120,6 +120,29 @@ def write_tiny_clip_text_encoder(path: str | os.PathLike, hidden_size: int = 32,
     return str(path)
 
 
+def build_tiny_pipeline(text_encoder_dir: str | os.PathLike, seed: int = 0, resolution: int = 32):
+    """A ``tiny``-preset :class:`~msdm.pipeline.MSDMPipeline` (DDIM) on a tiny text encoder folder, random weights.
+
+    The U-Net's and VAE's output convolutions start at zero (as trained models do not); they get random weights so
+    that a test sees the network in the images.
+    """
+    import torch
+
+    from msdm.diffusion import make_sampler
+    from msdm.models.presets import build_unet, build_vae
+    from msdm.models.text_encoder import load_text_encoder, text_hidden_size
+    from msdm.pipeline import MSDMPipeline
+
+    torch.manual_seed(seed)
+    tok, te = load_text_encoder(str(text_encoder_dir), max_length=16)
+    vae, unet = build_vae("tiny"), build_unet("tiny", text_hidden_size(te))
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.2)
+    torch.nn.init.normal_(vae.out.weight, std=0.2)
+    pipe = MSDMPipeline(vae, unet, te, tok, make_sampler("ddim"), resolution=resolution)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 

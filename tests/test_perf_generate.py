@@ -1,5 +1,5 @@
 """``msdm generate`` sharded over ranks: the union of the ranks' images is exactly the single-process output, with
---rank/--world-size and under torchrun (rank 0 writes prompts.json after a barrier)."""
+--rank/--world-size and under torchrun; the folder-level files (prompts.json, provenance.json) come once every share is done."""
 
 import json
 import os
@@ -10,15 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from msdm.cli import main
-from msdm.diffusion import make_sampler
 from msdm.generation import env_rank_world
-from msdm.models.presets import build_unet, build_vae
-from msdm.models.text_encoder import load_text_encoder, text_hidden_size
-from msdm.pipeline import MSDMPipeline
+from msdm.testing import build_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = "Generate an image containing a polyp.\nGenerate an image with no polyps.\nGenerate an image with 1 instrument.\n"
@@ -27,12 +23,7 @@ PROMPTS = "Generate an image containing a polyp.\nGenerate an image with no poly
 @pytest.fixture(scope="module")
 def pipe_dir(tmp_path_factory, tiny_text_encoder):
     d = tmp_path_factory.mktemp("pipe")
-    torch.manual_seed(0)
-    tok, te = load_text_encoder(tiny_text_encoder, max_length=16)
-    vae, unet = build_vae("tiny"), build_unet("tiny", text_hidden_size(te))
-    torch.nn.init.normal_(unet.conv_out.weight, std=0.2)
-    torch.nn.init.normal_(vae.out.weight, std=0.2)
-    MSDMPipeline(vae, unet, te, tok, make_sampler("ddim"), resolution=32).save_pretrained(d / "pipe")
+    build_tiny_pipeline(tiny_text_encoder).save_pretrained(d / "pipe")
     (d / "prompts.txt").write_text(PROMPTS)
     return d
 

@@ -5,25 +5,16 @@ import os
 import pytest
 import torch
 
-from msdm.diffusion import make_sampler
 from msdm.io import atomic_directory
-from msdm.models.presets import build_unet, build_vae
-from msdm.models.text_encoder import load_text_encoder, text_hidden_size
 from msdm.pipeline import MSDMPipeline
+from msdm.testing import build_tiny_pipeline
 
 PROMPTS = ["Generate an image with 2 polyps.", "Generate an image containing a green/black box artefact."]
 
 
 @pytest.fixture
 def pipe(tiny_text_encoder):
-    torch.manual_seed(0)
-    tok, te = load_text_encoder(tiny_text_encoder, max_length=16)
-    vae, unet = build_vae("tiny"), build_unet("tiny", text_hidden_size(te))
-    torch.nn.init.normal_(unet.conv_out.weight, std=0.2)  # zero-init output → make the test see the network
-    torch.nn.init.normal_(vae.out.weight, std=0.2)
-    p = MSDMPipeline(vae, unet, te, tok, make_sampler("ddim"), resolution=32)
-    p.set_progress_bar_config(disable=True)
-    return p
+    return build_tiny_pipeline(tiny_text_encoder)
 
 
 def _run(p, **kw):
