@@ -28,13 +28,14 @@ from torch.utils.data import DataLoader
 
 from msdm.data.augment import Augment
 from msdm.data.captions import ImageRecord
-from msdm.data.dataset import ImageSource, ImageTextDataset, collate, verify_records
+from msdm.data.dataset import ImageSource, ImageTextDataset, collate, default_verify, verify_records
 from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.hf import load_hf, select_split
 from msdm.data.paraphrase import ParaphraseStrategy, resolve_paraphrases
 from msdm.data.report import SkipReport, check_policy
 from msdm.data.sources import find_captions_file, records_from_hf, records_from_table
 from msdm.data.splits import split_ids
+from msdm.errors import PathNotFoundError
 
 Splits = dict[str, tuple[list[ImageRecord], ImageSource]]
 
@@ -46,9 +47,12 @@ class ImageTextDataModule(LightningDataModule):
         data: a folder (images + a captions table: ``captions.csv|jsonl|json``, ``metadata.jsonl|csv`` or
             ``prompt-gt.csv``), a captions table file, a Hugging Face hub id, or a local copy of a HF dataset.
         captions_file: the captions table inside ``data`` (default: found by name, see above).
-        images_dir: folder the image column is relative to (default: the table's folder).
+        images_dir: folder the image column is relative to (default: the table's folder, or its ``images/``
+            subfolder when the image names are there).
         image_column / caption_column / id_column: column names (``None``: guessed for tables; ``image`` and
             ``caption`` for HF datasets). ``id_column`` names a stable image id (default: file stem or content hash).
+        captions_encoding: text encoding of the captions table (default UTF-8, with or without BOM; ``cp1252`` for
+            many Excel exports).
         split / val_split / test_split: HF splits. Without ``val_split`` the validation set is a seeded,
             image-level ``val_fraction`` of the training images; without ``test_split`` test = validation.
         val_fraction: share of images held out (Prompt to Polyp: 10 %).
@@ -59,7 +63,9 @@ class ImageTextDataModule(LightningDataModule):
             replace`` (training only; validation/test always use the original prompts).
         augment / hflip_p / vflip_p / random_crop / color_jitter: ``none`` or ``prompt_aware`` (msdm.data.augment).
         on_bad_sample: ``raise`` (one error listing every bad sample and its fix) or ``skip`` (counted, reported).
-        verify: image check at setup: ``header`` (open + size, fast), ``full`` (decode; catches truncation) or ``none``.
+        verify: image check at setup: ``header`` (open + size + end marker, fast: catches cut-short JPEG/PNG files),
+            ``full`` (decode: also catches corrupt data inside a file) or ``none``. Default (``None``): ``full`` under
+            ``on_bad_sample="skip"`` (every bad file is counted in the report), ``header`` under ``"raise"``.
         min_image_size: images with a shorter side are bad (``too_small``).
         batch_size / val_batch_size / num_workers / persistent_workers / pin_memory / drop_last: DataLoader options.
         seed: split, prompt draws, augmentation and shuffling.
@@ -73,6 +79,7 @@ class ImageTextDataModule(LightningDataModule):
         image_column: str | None = None,
         caption_column: str | None = None,
         id_column: str | None = None,
+        captions_encoding: str | None = None,
         split: str = "train",
         val_split: str | None = None,
         test_split: str | None = None,
@@ -89,7 +96,7 @@ class ImageTextDataModule(LightningDataModule):
         random_crop: bool = True,
         color_jitter: float = 0.0,
         on_bad_sample: str = "raise",
-        verify: str = "header",
+        verify: str | None = None,
         min_image_size: int = 32,
         batch_size: int = 16,
         val_batch_size: int | None = None,
@@ -143,11 +150,12 @@ class ImageTextDataModule(LightningDataModule):
         table = self._is_table_source()
         if table is not None:
             if not table.is_file():
-                raise FileNotFoundError(f"captions table {table} not found (captions_file=)")
+                raise PathNotFoundError(f"captions table {table} not found (captions_file=)", table)
             images_dir = h.images_dir
             if images_dir and not Path(images_dir).is_absolute() and Path(h.data).is_dir():
                 images_dir = str(Path(h.data) / images_dir)
-            recs = records_from_table(table, images_dir, report, h.image_column, h.caption_column, h.id_column)
+            recs = records_from_table(table, images_dir, report, h.image_column, h.caption_column, h.id_column,
+                                      encoding=h.captions_encoding)
             return {"train": (recs, ImageSource())}
         return self.splits_from_hf(load_hf(h.data), report)
 
@@ -191,15 +199,21 @@ class ImageTextDataModule(LightningDataModule):
             train_recs = [r for r in train_recs if r.id not in keep]
         splits.setdefault("test", splits["val"])
         mode = "L" if h.channels == 1 else "RGB"
+        verify = default_verify(h.verify, h.on_bad_sample)
         checked: dict[str, list[ImageRecord]] = {}
         for key, recs in (("train", train_recs), ("val", splits["val"][0]), ("test", splits["test"][0])):
             if key == "test" and splits["test"] is splits["val"]:
                 checked["test"] = checked["val"]
                 continue
             src = train_src if key == "train" else splits[key][1]
-            checked[key] = verify_records(recs, src, report, h.verify, h.min_image_size, mode)
+            checked[key] = verify_records(recs, src, report, verify, h.min_image_size, mode)
         self.skipped = report
         report.raise_or_report(h.on_bad_sample, "samples", type(self).__name__)
+        for key in ("val", "test"):
+            if splits[key][0] and not checked[key] and (key == "val" or splits["test"] is not splits["val"]):
+                rank_zero_warn(f"{type(self).__name__}: the {'validation' if key == 'val' else 'test'} split is empty "
+                               f"after verification (all {len(splits[key][0])} of its images were bad, see the "
+                               f"report): {'validation' if key == 'val' else 'testing'} will be skipped")
 
         train_prompts = list(dict.fromkeys(p for r in checked["train"] for p in r.prompts))
         paraphrases, para_desc = resolve_paraphrases(h.paraphrases, train_prompts, h.seed)

@@ -30,6 +30,7 @@ from msdm.data.dataset import ImageSource
 from msdm.data.hf import load_hf, select_split
 from msdm.data.report import SkipReport
 from msdm.data.sources import records_from_hf, records_from_table
+from msdm.errors import PathNotFoundError
 
 from .image_text import ImageTextDataModule, Splits
 
@@ -55,6 +56,9 @@ class KvasirVQADataModule(ImageTextDataModule):
         captions: captions for ``kvasir-vqa`` (2025 JSON or CSV/JSONL ``img_id,caption``).
         prompt_file / images_dir: names inside the ``medvqa2024`` folder.
         split: HF split (default ``raw`` for Kvasir-VQA, ``train`` for the dev-set copy).
+        image_column / caption_column: default ``Filename`` / ``Prompt`` for ``medvqa2024`` (the columns of
+            ``prompt-gt.csv``), ``image`` / ``caption`` for the HF sources; set them when a copy names them otherwise.
+        captions_encoding: text encoding of ``prompt-gt.csv`` (default UTF-8).
     """
 
     def __init__(
@@ -65,9 +69,10 @@ class KvasirVQADataModule(ImageTextDataModule):
         prompt_file: str = "prompt-gt.csv",
         images_dir: str = "images",
         split: str | None = None,
-        image_column: str = "image",
-        caption_column: str = "caption",
+        image_column: str | None = None,
+        caption_column: str | None = None,
         id_column: str | None = None,
+        captions_encoding: str | None = None,
         val_fraction: float = 0.1,
         resolution: int = 256,
         channels: int = 3,
@@ -81,7 +86,7 @@ class KvasirVQADataModule(ImageTextDataModule):
         random_crop: bool = True,
         color_jitter: float = 0.0,
         on_bad_sample: str = "raise",
-        verify: str = "header",
+        verify: str | None = None,
         min_image_size: int = 32,
         batch_size: int = 16,
         val_batch_size: int | None = None,
@@ -95,9 +100,12 @@ class KvasirVQADataModule(ImageTextDataModule):
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         if source == "medvqa2024" and data is None:
             raise ValueError("source='medvqa2024' needs data= the folder with prompt-gt.csv and images/")
+        table_source = source == "medvqa2024"
         super().__init__(
-            data=data or DEFAULT_DATA.get(source), images_dir=images_dir, image_column=image_column,
-            caption_column=caption_column, id_column=id_column, split=split or DEFAULT_SPLIT.get(source, "train"),
+            data=data or DEFAULT_DATA.get(source), images_dir=images_dir,
+            image_column=image_column or ("Filename" if table_source else "image"),
+            caption_column=caption_column or ("Prompt" if table_source else "caption"), id_column=id_column,
+            captions_encoding=captions_encoding, split=split or DEFAULT_SPLIT.get(source, "train"),
             val_split=None, test_split=None, val_fraction=val_fraction, resolution=resolution, channels=channels,
             aspect=aspect, interpolation=interpolation, paraphrases=paraphrases,
             paraphrase_strategy=paraphrase_strategy, augment=augment, hflip_p=hflip_p, vflip_p=vflip_p,
@@ -122,12 +130,13 @@ class KvasirVQADataModule(ImageTextDataModule):
             folder = Path(h.data).expanduser()
             table = folder / h.prompt_file
             if not table.is_file():
-                raise FileNotFoundError(
+                raise PathNotFoundError(
                     f"{table} not found: source='medvqa2024' expects the MEDVQA-GI 2024 development layout "
-                    f"({h.prompt_file} with columns Prompt;Filename and an {h.images_dir}/ folder) in {folder}"
+                    f"({h.prompt_file} with columns Prompt;Filename and an {h.images_dir}/ folder) in {folder}", table
                 )
-            recs = records_from_table(table, folder / h.images_dir, report, image_column="Filename",
-                                      caption_column="Prompt")
+            recs = records_from_table(table, folder / h.images_dir, report, image_column=h.image_column,
+                                      caption_column=h.caption_column, id_column=h.id_column,
+                                      encoding=h.captions_encoding)
             return {"train": (recs, ImageSource())}
         ds = select_split(load_hf(h.data), h.split, str(h.data), only_split_ok=True)
         if self.source == "kvasir-vqa":

@@ -27,6 +27,7 @@ from msdm.data.dataset import ImageSource
 from msdm.data.hf import load_hf
 from msdm.data.report import SkipReport
 from msdm.data.sources import records_from_table
+from msdm.errors import PathNotFoundError
 
 from .image_text import ImageTextDataModule, Splits
 
@@ -56,6 +57,7 @@ class ROCOv2DataModule(ImageTextDataModule):
         image_column: str = "image",
         caption_column: str = "caption",
         id_column: str = "image_id",
+        captions_encoding: str | None = None,
         resolution: int = 256,
         channels: int = 3,
         aspect: str = "pad",
@@ -68,7 +70,7 @@ class ROCOv2DataModule(ImageTextDataModule):
         random_crop: bool = True,
         color_jitter: float = 0.0,
         on_bad_sample: str = "raise",
-        verify: str = "header",
+        verify: str | None = None,
         min_image_size: int = 32,
         batch_size: int = 16,
         val_batch_size: int | None = None,
@@ -79,8 +81,8 @@ class ROCOv2DataModule(ImageTextDataModule):
         seed: int = 2204,
     ):
         super().__init__(
-            data=data, image_column=image_column, caption_column=caption_column, id_column=id_column, split=split,
-            val_split=val_split, test_split=test_split, resolution=resolution, channels=channels, aspect=aspect,
+            data=data, image_column=image_column, caption_column=caption_column, id_column=id_column,
+            captions_encoding=captions_encoding, split=split, val_split=val_split, test_split=test_split, resolution=resolution, channels=channels, aspect=aspect,
             interpolation=interpolation, paraphrases=paraphrases, paraphrase_strategy=paraphrase_strategy,
             augment=augment, hflip_p=hflip_p, vflip_p=vflip_p, random_crop=random_crop, color_jitter=color_jitter,
             on_bad_sample=on_bad_sample, verify=verify, min_image_size=min_image_size, batch_size=batch_size,
@@ -108,9 +110,9 @@ class ROCOv2DataModule(ImageTextDataModule):
             name = LOCAL_SPLIT_NAMES.get(split, split)
             table = folder / f"{name}_captions.csv"
             if not table.is_file():
-                raise FileNotFoundError(f"{table} not found: the local ROCOv2 layout has {name}/ and "
-                                        f"{name}_captions.csv (columns ID,Caption) for each split")
+                raise PathNotFoundError(f"{table} not found: the local ROCOv2 layout has {name}/ and "
+                                        f"{name}_captions.csv (columns ID,Caption) for each split", table)
             recs = records_from_table(table, _images_dir(folder, name), report, image_column="ID",
-                                      caption_column="Caption")
+                                      caption_column="Caption", encoding=h.captions_encoding)
             out[key] = (recs, ImageSource())
         return out

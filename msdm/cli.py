@@ -4,6 +4,14 @@
 default config). Every other word is a command module in :mod:`msdm.commands` (generate, export, quickstart,
 presets, evaluate, report, ...). Lightning is imported only on the Lightning path, so the core stays importable
 without it.
+
+Two things every command shares, so no command implements them:
+
+* **Errors a user can act on** (:mod:`msdm.errors`: a path that does not exist, an unreadable file, missing weights,
+  ...) are printed as ``msdm COMMAND: error: <message>`` — one or two lines naming the file and the fix — with exit
+  status 2. ``--debug`` (or ``MSDM_DEBUG=1``) re-raises them with the full traceback. Anything else is a bug and
+  keeps its traceback.
+* **Progress bars** (:mod:`msdm.progress`) on long work; ``--quiet`` turns them off.
 """
 
 from __future__ import annotations
@@ -30,6 +38,14 @@ def _command_modules():
     return mods
 
 
+def _common_flags(parser: argparse.ArgumentParser, default) -> None:
+    """``--quiet`` and ``--debug``, accepted before or after the command name (``default=SUPPRESS`` on the
+    sub-parsers, so a flag given before the command is not reset by the sub-parser's default)."""
+    parser.add_argument("--quiet", action="store_true", default=default, help="no progress bars")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the full traceback of input errors (also MSDM_DEBUG=1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from msdm import __version__
 
@@ -40,11 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         + " (see `msdm fit --help`).",
     )
     parser.add_argument("--version", action="version", version=f"msdm {__version__}")
+    _common_flags(parser, default=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_flags(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in LIGHTNING_SUBCOMMANDS:
         sub.add_parser(name, help=f"LightningCLI `{name}` (msdm {name} --help for its options)", add_help=False)
     for name, mod in _command_modules().items():
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, parents=[common])
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -61,20 +80,47 @@ def _cpu_thread_policy() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def format_user_error(command: str | None, error: BaseException) -> str:
+    """``msdm COMMAND: error: <message>`` (the message says what to change; see :mod:`msdm.errors`)."""
+    return f"msdm{' ' + command if command else ''}: error: {str(error).strip() or type(error).__name__}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from msdm.errors import UserError, debug_requested
+
     argv = list(sys.argv[1:] if argv is None else argv)
     _cpu_thread_policy()
+    state = {"debug": debug_requested(), "command": None}
+    try:
+        return _dispatch(argv, state)
+    except UserError as e:
+        if state["debug"]:
+            raise
+        print(format_user_error(state["command"], e), file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str], state: dict) -> int:
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         from lightning_modules.cli import run_lightning_cli  # the one place msdm reaches up: the console script
 
+        state["command"] = argv[0]
+        if "--debug" in argv:  # ours, not LightningCLI's
+            argv = [a for a in argv if a != "--debug"]
+            state["debug"] = True
         run_lightning_cli(argv)
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
+    state["command"] = getattr(args, "command", None)
+    state["debug"] = state["debug"] or bool(getattr(args, "debug", False))
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0 if not argv else 2
-    rc = args._run(args)
+    from msdm import progress
+
+    with progress.enabled(progress.is_enabled() and not getattr(args, "quiet", False)):
+        rc = args._run(args)
     return int(rc or 0)
 
 

@@ -155,13 +155,24 @@ class MSDMPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         # diffusers resolves custom components only from modules that are already imported (it will not import a
         # module a repository names, as that would run its code): import ours explicitly.
+        from diffusers.utils import logging as diffusers_logging
+
         import msdm.models.unet  # noqa: F401
         import msdm.models.vae  # noqa: F401
+        from msdm import progress
 
-        path, lfo = resolve(pretrained_model_name_or_path, kwargs.pop("local_files_only", None))
+        path, lfo = resolve(pretrained_model_name_or_path, kwargs.pop("local_files_only", None), what="MSDM pipeline")
         kwargs.setdefault("use_safetensors", True)  # never unpickle weights
-        with pretrained_source(pretrained_model_name_or_path, "MSDM pipeline"):
-            return super().from_pretrained(path, local_files_only=lfo, **kwargs)
+        # diffusers' "Loading pipeline components" bar follows msdm's progress setting (msdm --quiet)
+        silence = not progress.is_enabled() and diffusers_logging.is_progress_bar_enabled()
+        if silence:
+            diffusers_logging.disable_progress_bar()
+        try:
+            with pretrained_source(pretrained_model_name_or_path, "MSDM pipeline"):
+                return super().from_pretrained(path, local_files_only=lfo, **kwargs)
+        finally:
+            if silence:
+                diffusers_logging.enable_progress_bar()
 
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from msdm.errors import InputError, PathNotFoundError
+
 
 def flatten_challenge_prompts(obj: dict) -> list[str]:
     """``{qa_key: {pair_key: [prompt_A, prompt_B]}}`` → ``[A1, B1, A2, B2, ...]`` in file order (the challenge
@@ -28,7 +30,16 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
     challenge's nested pairs), ``.csv`` (column ``prompt`` or ``Prompt``, else the first column)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"prompt file {p} does not exist")
+        raise PathNotFoundError(f"prompt file {p} does not exist", p)
+    try:
+        return _read_prompts(p)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p} is not UTF-8 text (byte {e.start}: {e.reason}); re-save it as UTF-8") from e
+    except json.JSONDecodeError as e:
+        raise InputError(f"{p}: not valid JSON ({e})") from e
+
+
+def _read_prompts(p: Path) -> list[str]:
     if p.suffix.lower() == ".json":
         obj = json.loads(p.read_text(encoding="utf-8"))
         prompts = [str(x) for x in obj] if isinstance(obj, list) else flatten_challenge_prompts(obj)
@@ -45,7 +56,7 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
         prompts = [ln for ln in prompts if ln and not ln.startswith("#")]
     prompts = [s.strip() for s in prompts]
     if not prompts or any(not s for s in prompts):
-        raise ValueError(f"{p}: empty prompt list or empty prompt (line {[i + 1 for i, s in enumerate(prompts) if not s][:5]})")
+        raise InputError(f"{p}: empty prompt list or empty prompt (line {[i + 1 for i, s in enumerate(prompts) if not s][:5]})")
     return prompts
 
 

@@ -152,16 +152,89 @@ def test_skip_counts_each_kind_and_converts_odd_modes(messy_folder):
     assert "6 bad samples skipped" not in dm.summary() and "7 bad samples skipped" in dm.summary()
 
 
-def test_truncated_file_found_only_when_decoded(messy_folder):
-    # the header check cannot see a truncated file: under raise it fails when loaded, naming the file ...
+def test_cut_short_files_are_found_by_the_header_check(messy_folder):
     dm = _messy(messy_folder, on_bad_sample="skip", verify="header")
-    assert "truncated" not in dm.report["skipped"] and dm.report["train_images"] == 11
-    dm.train_dataset.on_bad_sample = "raise"
-    with pytest.raises(BadImageError, match="truncated.jpg"):
+    assert dm.report["skipped"]["truncated"] == 1 and dm.report["train_images"] == 10
+
+
+def test_skip_decodes_at_setup_so_corrupt_scans_are_counted(tmp_path, kvasir_files):
+    """A JPEG with damaged scan data passes the header check; under skip the default verification decodes, so it is
+    counted in the report (not met mid-epoch); under raise a header check lets it through and loading names it."""
+    from tests.test_data_images import corrupt_scan
+
+    rows = []
+    for f in kvasir_files[:4]:
+        os.symlink(f, tmp_path / f.name)
+        rows.append(f.name)
+    (tmp_path / "scan.jpg").write_bytes(corrupt_scan(kvasir_files[4].read_bytes()))
+    rows.append("scan.jpg")
+    (tmp_path / "captions.csv").write_text("image,caption\n" + "".join(f"{r},a polyp.\n" for r in rows))
+    dm = _messy(tmp_path, on_bad_sample="skip")
+    assert dm.report["skipped"] == {"truncated": 1} or dm.report["skipped"] == {"corrupt": 1}
+    assert dm.report["train_images"] == 4 and "scan.jpg" in dm.summary()
+    dm = _messy(tmp_path)  # raise: header check only
+    assert dm.report["train_images"] == 5
+    with pytest.raises(BadImageError, match="scan.jpg"):
         list(dm.train_dataloader())
-    # ... and under skip it is replaced by the next image with a warning naming it (never silently)
+    # replaced under skip by the next image with a warning naming it, when met while loading (never silently)
     dm.train_dataset.on_bad_sample = "skip"
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         b = next(iter(dm.train_dataloader()))
-    assert b["pixel_values"].shape[0] == 11 and any("truncated.jpg" in str(x.message) for x in w)
+    assert b["pixel_values"].shape[0] == 5 and any("scan.jpg" in str(x.message) for x in w)
+
+
+def test_an_empty_validation_split_after_verification_warns(tmp_path, kvasir_files):
+    good = kvasir_files[:3]
+    for f in good:
+        os.symlink(f, tmp_path / f.name)
+    (tmp_path / "gone.jpg").write_bytes(b"not an image" * 10)
+    (tmp_path / "captions.csv").write_text("image,caption\n" + "".join(f"{f.name},a polyp.\n" for f in good)
+                                            + "gone.jpg,a polyp.\n")
+    # a held-out quarter (one image) that is exactly the bad image: the first seed that draws it
+    from msdm.data.splits import split_ids
+
+    ids = [f.stem for f in good] + ["gone"]
+    seed = next(s for s in range(100) if split_ids(ids, 0.25, s)[1] == ["gone"])
+    with pytest.warns(UserWarning, match="validation split is empty after verification"):
+        dm = _messy(tmp_path, on_bad_sample="skip", val_fraction=0.25, seed=seed)
+    assert dm.val_dataloader() == [] and dm.report["train_images"] == 3
+
+
+def test_folder_with_images_subfolder(tmp_path, kvasir_files):
+    (tmp_path / "images").mkdir()
+    for f in kvasir_files[:5]:
+        os.symlink(f, tmp_path / "images" / f.name)
+    (tmp_path / "captions.csv").write_text("image,caption\n" + "".join(f"{f.name},a polyp.\n" for f in kvasir_files[:5]))
+    dm = ImageTextDataModule(data=str(tmp_path) + "/", resolution=RES, val_fraction=0.2, batch_size=4)
+    dm.setup("fit")
+    assert dm.report["train_images"] == 4 and dm.report["skipped_total"] == 0
+    assert next(iter(dm.train_dataloader()))["pixel_values"].shape == (4, 3, RES, RES)
+
+
+def test_non_utf8_captions_table_names_the_file_and_the_encoding_option(tmp_path, kvasir_files):
+    from msdm.errors import InputError
+
+    for f in kvasir_files[:4]:
+        os.symlink(f, tmp_path / f.name)
+    text = "image,caption\n" + "".join(f"{f.name},Läsion größer als 5 mm.\n" for f in kvasir_files[:4])
+    (tmp_path / "captions.csv").write_bytes(text.encode("cp1252"))
+    with pytest.raises(InputError) as e:
+        ImageTextDataModule(data=str(tmp_path), resolution=RES).setup("fit")
+    msg = str(e.value)
+    assert "captions.csv" in msg and "captions_encoding" in msg and len(msg.splitlines()) == 1
+    dm = ImageTextDataModule(data=str(tmp_path), resolution=RES, val_fraction=0.0, captions_encoding="cp1252")
+    dm.setup("fit")
+    assert dm.train_dataset.records[0].prompts == ["Läsion größer als 5 mm."]
+
+
+def test_a_mistyped_relative_data_path_is_not_a_hub_id(tmp_path, monkeypatch):
+    from msdm.hub import MissingWeightsError
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for typo in ("data/kvasri", "./kvasir", "captions.csv"):
+        with pytest.raises(MissingWeightsError) as e:
+            ImageTextDataModule(data=typo).setup("fit")
+        msg = str(e.value)
+        assert "folder not found" in msg and str(tmp_path) in msg and "huggingface-cli" not in msg, msg

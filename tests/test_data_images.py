@@ -92,14 +92,37 @@ def test_corrupt_files(tmp_path, content):
     assert e.value.kind in ("corrupt", "truncated") and "bad.jpg" in str(e.value)
 
 
-def test_truncated_jpeg_passes_the_header_check_but_not_decoding(tmp_path, polyp_jpg):
+def corrupt_scan(data: bytes, seed: int = 0) -> bytes:
+    """A complete JPEG (header and end marker intact) whose entropy-coded data is damaged."""
+    rng = np.random.default_rng(seed)
+    arr = bytearray(data)
+    for k in range(200):
+        i = int(rng.integers(len(data) // 3, len(data) - 100))
+        arr[i] = 0xFF if k % 2 else arr[i] ^ 0x5A
+    return bytes(arr)
+
+
+def test_truncated_jpeg_and_png_fail_the_header_check(tmp_path, polyp_jpg):
     data = polyp_jpg.read_bytes()
     p = tmp_path / "cut.jpg"
     p.write_bytes(data[: len(data) // 2])
-    assert probe_image(p).width == 256  # the header is intact ...
+    for check in (probe_image, load_image):  # the end marker is missing: found without decoding, and by decoding
+        with pytest.raises(BadImageError) as e:
+            check(p)
+        assert e.value.kind == "truncated" and "cut.jpg" in str(e.value)
+    png = _png(Image.open(polyp_jpg))
+    with pytest.raises(BadImageError, match="IEND") as e:
+        probe_image(png[: len(png) - 30], name="cut.png")
+    assert e.value.kind == "truncated"
+    assert probe_image(data).width == 256 and probe_image(png).width == 256  # complete files pass
+
+
+def test_corrupt_scan_data_is_found_by_decoding_only(polyp_jpg):
+    bad = corrupt_scan(polyp_jpg.read_bytes())
+    assert probe_image(bad).width == 256  # header and end marker are intact ...
     with pytest.raises(BadImageError) as e:  # ... the pixels are not
-        load_image(p)
-    assert e.value.kind == "truncated" and "cut.jpg" in str(e.value)
+        load_image(bad, name="scan.jpg")
+    assert e.value.kind in ("truncated", "corrupt") and "scan.jpg" in str(e.value)
 
 
 def test_tiny_images_are_rejected_by_min_size():

@@ -179,3 +179,19 @@ def test_ddp_sharding_keeps_the_epoch_and_splits_images(kvasir_devset):
             assert item["caption"] == ds.caption_for(keys[0][0], epoch)[0]
         # 135 images on 2 ranks: DistributedSampler pads one rank with one repeated index
         assert len(seen[0] & seen[1]) == len(ds) % 2 and len(seen[0] | seen[1]) == len(ds)
+
+
+def test_medvqa2024_honours_image_and_caption_columns(kvasir_devset, tmp_path):
+    """A copy of the 2024 layout whose table names its columns otherwise: the ColumnError says to set the columns,
+    and setting them works."""
+    import os
+
+    from msdm.data.captions import ColumnError, read_table
+
+    rows, _ = read_table(kvasir_devset / "prompt-gt.csv")
+    os.symlink(kvasir_devset / "images", tmp_path / "images")
+    (tmp_path / "prompt-gt.csv").write_text("text;file\n" + "".join(f"{r['Prompt']};{r['Filename']}\n" for r in rows))
+    with pytest.raises(ColumnError, match="image_column"):
+        _dm(tmp_path)
+    dm = _dm(tmp_path, image_column="file", caption_column="text")
+    assert dm.report["train_images"] + dm.report["val_images"] == 150

@@ -302,7 +302,7 @@ def build_study(
     width = max(2, len(str(len(ids))))
     study_id = uuid.UUID(int=rng.getrandbits(128)).hex
 
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, overwrite=True, private=[KEY_FILE] if key_path is None else []) as tmp:
         prompts_public, prompts_key = [], []
         for k, p in enumerate(ids):
             folder = f"images/p{k + 1:0{width}d}"
@@ -354,12 +354,10 @@ def build_study(
         }
         (tmp / STUDY_FILE).write_text(json.dumps(study, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if key_path is None:
-            (tmp / KEY_FILE).write_bytes(key_bytes)
-            os.chmod(tmp / KEY_FILE, 0o600)
+            (tmp / KEY_FILE).write_bytes(key_bytes)  # sealed: 0600 (atomic_directory's private=)
     if key_path is not None:
-        with atomic_file(key_path) as f:
+        with atomic_file(key_path, permissions=0o600) as f:
             f.write(key_bytes)
-        os.chmod(key_path, 0o600)
     return out
 
 

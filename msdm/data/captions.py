@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from msdm.data.report import SkipReport
+from msdm.errors import InputError, PathNotFoundError, UserError
+
+DEFAULT_ENCODING = "utf-8-sig"  # UTF-8, with or without the byte-order mark Excel writes
 
 
-class ColumnError(ValueError):
+class ColumnError(UserError, ValueError):
     """A table lacks a column the loader was told to use."""
 
 
@@ -44,33 +47,47 @@ def _sniff_delimiter(header: str) -> str:
     return max(counts, key=counts.get) if max(counts.values()) > 0 else ","
 
 
-def read_table(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
-    """Rows (dicts) and column names of a CSV/TSV, JSONL or JSON table."""
+def read_table(path: str | os.PathLike, encoding: str | None = None) -> tuple[list[dict], list[str]]:
+    """Rows (dicts) and column names of a CSV/TSV, JSONL or JSON table, decoded with ``encoding`` (default UTF-8,
+    BOM allowed). A file in another encoding raises :class:`msdm.errors.InputError` naming it and the option."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"captions table {path} not found")
+        raise PathNotFoundError(f"captions table {path} not found", path)
+    encoding = encoding or DEFAULT_ENCODING
+    try:
+        text = path.read_text(encoding=encoding)
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start:e.start + 1].hex()
+        raise InputError(
+            f"{path} is not {encoding} text (byte 0x{bad} at offset {e.start}). Re-save it as UTF-8, or give its "
+            f"encoding: captions_encoding='cp1252' (Excel) or 'latin-1' (--data.init_args.captions_encoding=...)"
+        ) from e
+    except LookupError as e:
+        raise InputError(f"captions_encoding={encoding!r} is not an encoding Python knows ({e})") from e
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        for i, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: not a JSON line ({e})") from e
+                    raise InputError(f"{path}:{i}: not a JSON line ({e})") from e
         cols = list(dict.fromkeys(k for r in rows for k in r))
         return rows, cols
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: not valid JSON ({e})") from e
         if isinstance(data, dict):  # {image: caption | [captions]}
             rows = [{"image": k, "caption": v} for k, v in data.items()]
         elif isinstance(data, list):
             rows = data
         else:
-            raise ValueError(f"{path}: expected a JSON list of rows or an object {{image: caption}}")
+            raise InputError(f"{path}: expected a JSON list of rows or an object {{image: caption}}")
         cols = list(dict.fromkeys(k for r in rows for k in r))
         return rows, cols
-    text = path.read_text(encoding="utf-8-sig")
     lines = text.splitlines()
     if not lines:
         return [], []
@@ -105,9 +122,10 @@ def read_caption_rows(
     image_column: str = "image",
     caption_column: str = "caption",
     id_column: str | None = None,
+    encoding: str | None = None,
 ) -> list[tuple[str, str | None, str | None]]:
     """``(image, caption, id)`` rows of a caption table; ``id`` is ``None`` unless ``id_column`` is given."""
-    rows, cols = read_table(path)
+    rows, cols = read_table(path, encoding)
     wanted = {"image_column": image_column, "caption_column": caption_column}
     if id_column:
         wanted["id_column"] = id_column

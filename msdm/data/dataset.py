@@ -34,6 +34,15 @@ from msdm.data.transforms import SquareTransform
 VERIFY = ("none", "header", "full")
 
 
+def default_verify(verify: str | None, on_bad_sample: str) -> str:
+    """``verify=None``: ``"full"`` under ``on_bad_sample="skip"`` (decode every image at setup, so a file with
+    corrupt data is counted in the report instead of being met mid-epoch), ``"header"`` under ``"raise"`` (fast;
+    a file that still fails when decoded raises naming it)."""
+    if verify is None:
+        return "full" if on_bad_sample == "skip" else "header"
+    return verify
+
+
 class ImageSource:
     """Where the pixels of a record are: ``source`` is a file path, or a row number of ``hf_dataset``."""
 

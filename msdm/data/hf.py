@@ -17,7 +17,7 @@ import os
 import warnings
 from pathlib import Path
 
-from msdm.hub import MissingWeightsError, is_local, pretrained_source
+from msdm.hub import MissingWeightsError, check_local_path, is_local, offline_fix, pretrained_source
 
 SPLIT_ALIASES = {
     "validation": ("validation", "valid", "val", "dev"),
@@ -29,13 +29,7 @@ SPLIT_ALIASES = {
 
 
 def dataset_offline_fix(name: str) -> str:
-    return (
-        f"Could not load the dataset '{name}': it is not a local path and not in the Hugging Face cache (the hub may "
-        f"be unreachable or HF_HUB_OFFLINE=1 is set). To use it offline, on a machine with network run\n"
-        f"    huggingface-cli download {name} --repo-type dataset --local-dir /path/to/{name.split('/')[-1]}\n"
-        f"copy that folder here and pass its path instead of the hub id (a save_to_disk folder, parquet files or an "
-        f"imagefolder with metadata.jsonl work too)."
-    )
+    return offline_fix(name, "the dataset", repo_type="dataset")
 
 
 def _parquet_files(root: Path) -> dict[str, list[str]] | list[str] | None:
@@ -77,6 +71,7 @@ def load_hf(name_or_path: str | os.PathLike, split: str | None = None):
                 f"imagefolder with metadata.jsonl"
             )
         return select_split(ds, split, str(p)) if split else ds
+    check_local_path(name_or_path, "dataset")  # a mistyped relative path is not a hub id
     try:
         with pretrained_source(s, what="dataset"):
             ds = datasets.load_dataset(s)

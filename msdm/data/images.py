@@ -14,7 +14,9 @@ Conversions are explicit and documented (docs/data.md, "Bad input"):
   upsampling a thumbnail to the training resolution teaches the model blur.
 
 Truncated files are **not** silently padded: ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` stays off, so a half-written
-JPEG raises ``BadImageError`` kind ``truncated`` when it is decoded.
+JPEG raises ``BadImageError`` kind ``truncated`` when it is decoded. The header check (:func:`probe_image`) also
+reads the last bytes of a JPEG or PNG file for its end marker (JPEG ``FFD9``, PNG ``IEND``), so an interrupted copy is
+found at setup without decoding; corrupt data *inside* a complete file is found only by decoding.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from msdm.errors import UserError
 
 # What a bad image is; the DataModules count skipped samples by these kinds.
 BAD_KINDS = ("missing", "corrupt", "truncated", "too_small", "unsupported")
@@ -39,7 +43,7 @@ _FIX = {
 }
 
 
-class BadImageError(ValueError):
+class BadImageError(UserError, ValueError):
     """An image that cannot be used. ``kind`` is one of :data:`BAD_KINDS`, ``name`` the file (or row) it came from."""
 
     def __init__(self, name: str, kind: str, detail: str):
@@ -108,8 +112,42 @@ def _size_or_none(path) -> int | None:
         return None
 
 
+_TAIL = 4096  # bytes read from the end of a file for its end marker (JPEG may carry a little padding after it)
+
+
+def _tail(src: Any) -> bytes | None:
+    """The last bytes of an encoded image (path, bytes or HF cell); ``None`` for a decoded PIL image."""
+    if isinstance(src, dict):
+        src = src.get("bytes") or src.get("path")
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src[-_TAIL:])
+    if isinstance(src, (str, os.PathLike)):
+        try:
+            with open(src, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - _TAIL))
+                return f.read()
+        except OSError:
+            return None
+    return None
+
+
+def _check_end_marker(src: Any, fmt: str | None, name: str) -> None:
+    """A JPEG without its end-of-image marker or a PNG without its IEND chunk was cut short (an interrupted copy)."""
+    if fmt not in ("JPEG", "PNG"):
+        return
+    tail = _tail(src)
+    if tail is None:
+        return
+    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+        raise BadImageError(name, "truncated", "no JPEG end-of-image marker: the file is cut short")
+    if fmt == "PNG" and b"IEND" not in tail[-64:]:
+        raise BadImageError(name, "truncated", "no PNG IEND chunk: the file is cut short")
+
+
 def probe_image(src: Any, min_size: int = 0, name: str | None = None) -> ImageInfo:
-    """Read the header only (fast): raises :class:`BadImageError` for missing, unreadable or too small images."""
+    """Read the header and the end marker only (fast): raises :class:`BadImageError` for missing, unreadable, cut
+    short (JPEG/PNG) or too small images."""
     name = _describe(src, name)
     img = _open(src, name)
     try:
@@ -119,6 +157,7 @@ def probe_image(src: Any, min_size: int = 0, name: str | None = None) -> ImageIn
         if not isinstance(src, Image.Image):
             img.close()
     _check_size(info.width, info.height, min_size, name)
+    _check_end_marker(src, info.format, name)
     return info
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from msdm.errors import UserError
+
 POLICIES = ("raise", "skip")
 
 FIXES = {
@@ -24,7 +26,7 @@ FIXES = {
 }
 
 
-class BadSampleError(ValueError):
+class BadSampleError(UserError, ValueError):
     """Raised at setup with ``on_bad_sample="raise"`` when samples are bad; lists every kind, examples and fixes."""
 
 

@@ -49,6 +49,20 @@ def resolve_image_path(images_dir: Path, name: str) -> str:
     return str(p)
 
 
+def _default_images_dir(folder: Path, names: list[str], sample: int = 20) -> Path:
+    """``folder``, or ``folder/images`` when that is where the table's (relative) image names are (checked on the
+    first ``sample`` names: more of them exist under ``images/`` than next to the table)."""
+    sub = folder / "images"
+    if not sub.is_dir():
+        return folder
+    names = [n for n in names if n and not Path(n).is_absolute()][:sample]
+
+    def found(root):
+        return sum(Path(resolve_image_path(root, n)).exists() for n in names)
+
+    return sub if found(sub) > found(folder) else folder
+
+
 def find_captions_file(folder: Path) -> Path | None:
     for name in CAPTION_FILE_GUESSES:
         if (folder / name).is_file():
@@ -63,16 +77,20 @@ def records_from_table(
     image_column: str | None = None,
     caption_column: str | None = None,
     id_column: str | None = None,
+    encoding: str | None = None,
 ) -> list[ImageRecord]:
-    """Records from a captions table whose image column names files under ``images_dir`` (default: the table's
-    folder); several rows per image are grouped (one record, many prompts). Ids are file stems unless
-    ``id_column`` is given."""
+    """Records from a captions table whose image column names files under ``images_dir``; several rows per image
+    are grouped (one record, many prompts). Ids are file stems unless ``id_column`` is given.
+
+    Without ``images_dir`` the names are relative to the table's folder, or to its ``images/`` subfolder when the
+    names are found there and not next to the table (the layout ``folder/captions.csv`` + ``folder/images/``).
+    """
     table = Path(table)
-    _, cols = read_table(table)
+    _, cols = read_table(table, encoding)
     img_col = guess_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image_column", str(table))
     cap_col = guess_column(cols, caption_column, CAPTION_COLUMN_GUESSES, "caption_column", str(table))
-    rows = read_caption_rows(table, img_col, cap_col, id_column)
-    root = Path(images_dir) if images_dir else table.parent
+    rows = read_caption_rows(table, img_col, cap_col, id_column, encoding)
+    root = Path(images_dir) if images_dir else _default_images_dir(table.parent, [r[0] for r in rows])
     resolved = []
     for image, cap, iid in rows:
         if not image:

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.spatial.distance import pdist
 
+from msdm.errors import InputError, InputKeyError
 from msdm.metrics.frechet import as_float64, frechet_distance
 
 __all__ = [
@@ -83,7 +84,7 @@ def diversity(feats) -> float:
     ``diversity_score``: ``pdist(normalize(features)).mean()``). Needs at least 2 images."""
     f = l2_normalize(feats)
     if f.shape[0] < 2:
-        raise ValueError(f"diversity needs at least 2 images of a prompt, got {f.shape[0]}")
+        raise InputError(f"diversity needs at least 2 images of a prompt, got {f.shape[0]}")
     return float(pdist(f).mean())
 
 
@@ -101,10 +102,10 @@ def fid_to_real(gen_feats, real_feats, single_real: str = "error", what: str = "
     if single_real not in SINGLE_REAL_MODES:
         raise ValueError(f"single_real must be one of {SINGLE_REAL_MODES}, got {single_real!r}")
     if r.ndim != 2 or r.shape[0] == 0:
-        raise ValueError(f"{what}: no real images to compare with")
+        raise InputError(f"{what}: no real images to compare with")
     if r.shape[0] == 1:
         if single_real == "error":
-            raise ValueError(
+            raise InputError(
                 f"{what}: only one real image is mapped to it, so its covariance (np.cov, ddof 1) is undefined "
                 "and the reference script would give NaN. Map at least 2 real images, or choose "
                 "single_real='zero-covariance' (treat it as a point: FD = |mu_gen - x|^2 + tr Sigma_gen) or 'nan'."
@@ -128,7 +129,7 @@ def challenge_pairs(prompt_ids: Iterable[int], reference_compatible: bool = Fals
     if reference_compatible:
         return [(s[i], s[i + 1]) for i in range(0, len(s) // 2, 2)]
     if len(s) % 2:
-        raise ValueError(f"{len(s)} prompts cannot form (original, rephrased) pairs: the count must be even")
+        raise InputError(f"{len(s)} prompts cannot form (original, rephrased) pairs: the count must be even")
     return [(s[i], s[i + 1]) for i in range(0, len(s), 2)]
 
 
@@ -149,7 +150,8 @@ def real_features_by_prompt(
             continue
         missing = [i for i in ids if str(i) not in real_feats_by_id]
         if missing:
-            raise KeyError(f"prompt {p}: real image id(s) {missing[:5]} not found among the real images")
+            raise InputKeyError(f"prompt {p}: real image id(s) {missing[:5]} not found among the real images "
+                                f"(real_mapping ids must be real image file stems or dataset ids)")
         out[int(p)] = np.stack([as_float64(real_feats_by_id[str(i)]) for i in ids]) if ids else np.zeros((0, 0))
     return out
 
@@ -218,13 +220,13 @@ def challenge_scores(
     if pairs is None:
         pairs = challenge_pairs(gen_feats_by_prompt.keys(), reference_compatible)
     if not pairs:
-        raise ValueError("no prompt pairs to score (need at least 2 prompts, or 4 with reference_compatible)")
+        raise InputError("no prompt pairs to score (need at least 2 prompts, or 4 with reference_compatible)")
     per_pair, fids, agreements, diversities = [], [], [], []
     all_generated, all_real = [], []
     for a, b in pairs:
         feats_a, feats_b = as_float64(gen_feats_by_prompt[a]), as_float64(gen_feats_by_prompt[b])
         if a not in real_feats_by_prompt:
-            raise KeyError(f"no real images mapped to prompt {a} (real_mapping[{str(a)!r}] is missing)")
+            raise InputKeyError(f"no real images mapped to prompt {a} (real_mapping[{str(a)!r}] is missing)")
         real = as_float64(real_feats_by_prompt[a])  # "Shared real reference for both prompts" (the script)
         sim_ab = agreement(feats_a, feats_b)
         div_a, div_b = diversity(feats_a), diversity(feats_b)

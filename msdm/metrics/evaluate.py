@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msdm.errors import InputError, PathNotFoundError
 from msdm.metrics.cache import FeatureCache, dataset_fingerprint, folder_fingerprint
 from msdm.metrics.challenge import challenge_scores, per_prompt_metrics, real_features_by_prompt, round_scores
 from msdm.metrics.features import FeatureExtractor, list_images, load_image
@@ -43,29 +44,45 @@ def parse_generated_folder(folder: str | os.PathLike) -> dict[int, list[Path]]:
     """``{prompt number: [image paths]}`` exactly as the script groups them (sorted names, all ``.png`` files)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"generated images folder not found: {folder}")
+        raise PathNotFoundError(f"generated images folder not found: {folder}", folder)
     groups: dict[int, list[Path]] = {}
     for name in sorted(f for f in os.listdir(folder) if f.endswith(".png")):
         try:
             prompt_idx = int(name.split("_")[0].replace("prompt", ""))
         except ValueError as e:
-            raise ValueError(f"{folder / name}: not in the challenge layout prompt{{p:04d}}_img{{i:04d}}.png") from e
+            raise InputError(f"{folder / name}: not in the challenge layout prompt{{p:04d}}_img{{i:04d}}.png (rename "
+                             f"it, or move it out of the folder: every .png counts, as in the challenge script)") from e
         groups.setdefault(prompt_idx, []).append(folder / name)
     if not groups:
-        raise ValueError(f"no .png images in {folder}")
+        raise InputError(f"no .png images in {folder}: expected prompt0001_img0001.png ... (msdm generate writes them)")
     return groups
+
+
+def _read_json(path: str | os.PathLike, what: str):
+    p = Path(path)
+    if not p.is_file():
+        raise PathNotFoundError(f"{what} {p} not found", p)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{what} {p} is not a readable UTF-8 JSON file ({e})") from e
 
 
 def load_prompts(path: str | os.PathLike) -> list[str]:
     """The script's ``[c for qa in jsons.values() for pair in qa.values() for c in pair]``."""
-    data = json.loads(Path(path).read_text())
+    data = _read_json(path, "prompts file")
     if isinstance(data, list):
         return [str(p) for p in data]
-    return [c for qa in data.values() for pair in qa.values() for c in pair]
+    try:
+        return [c for qa in data.values() for pair in qa.values() for c in pair]
+    except AttributeError as e:
+        raise InputError(f"prompts file {path}: expected a list or the challenge's {{qa: {{pair: [A, B]}}}}") from e
 
 
 def load_real_mapping(path: str | os.PathLike) -> dict[str, list[str]]:
-    data = json.loads(Path(path).read_text())
+    data = _read_json(path, "real mapping")
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise InputError(f"real mapping {path}: expected {{\"prompt number\": [real image id, ...]}}")
     return {str(k): [str(i) for i in v] for k, v in data.items()}
 
 
@@ -79,9 +96,11 @@ class RealImageFolder:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise PathNotFoundError(f"real image folder not found: {self.folder}", self.folder)
         self.paths = list_images(self.folder)
         if not self.paths:
-            raise ValueError(f"no images in real image folder {self.folder}")
+            raise InputError(f"no images in real image folder {self.folder}")
         stems = [p.stem for p in self.paths]
         self.ids = stems if len(set(stems)) == len(stems) else [p.name for p in self.paths]
         self._fingerprint = None
@@ -148,14 +167,18 @@ class RealImageDataset:
 
 
 def real_features(source, extractor: FeatureExtractor, cache_dir: str | os.PathLike | None = None,
-                  batch_size: int = 32) -> tuple[dict[str, np.ndarray], bool]:
-    """``({id: feature}, cache_hit)`` of every real image, from the on-disk cache when it matches."""
+                  batch_size: int = 32, desc: str | None = None) -> tuple[dict[str, np.ndarray], bool]:
+    """``({id: feature}, cache_hit)`` of every real image, from the on-disk cache when it matches; ``desc`` shows a
+    progress bar (:mod:`msdm.progress`) while features are computed."""
+    from msdm.progress import progress_bar
 
     def compute():
         ids, feats = [], []
-        for batch_ids, images in source.iter_batches(batch_size):
-            ids.extend(batch_ids)
-            feats.append(extractor.extract(images, batch_size).numpy())
+        with progress_bar(total=len(source.ids), desc=desc, unit="img", disable=desc is None) as bar:
+            for batch_ids, images in source.iter_batches(batch_size):
+                ids.extend(batch_ids)
+                feats.append(extractor.extract(images, batch_size).numpy())
+                bar.update(len(batch_ids))
         return ids, np.concatenate(feats)
 
     if cache_dir is not None:
@@ -178,7 +201,8 @@ def real_features(source, extractor: FeatureExtractor, cache_dir: str | os.PathL
 def _generated_features(groups: Mapping[int, list[Path]], extractor: FeatureExtractor,
                         batch_size: int) -> dict[int, np.ndarray]:
     order = [(p, path) for p in sorted(groups) for path in groups[p]]
-    feats = extractor.extract_paths([path for _, path in order], batch_size).numpy()
+    feats = extractor.extract_paths([path for _, path in order], batch_size,
+                                    desc=f"{extractor.name} features (generated)").numpy()
     out: dict[int, list] = {}
     for (p, _), f in zip(order, feats):
         out.setdefault(p, []).append(f)
@@ -188,8 +212,8 @@ def _generated_features(groups: Mapping[int, list[Path]], extractor: FeatureExtr
 def evaluate_generated(
     generated: str | os.PathLike,
     real_source,
-    real_mapping: Mapping[str, list[str]],
-    biomedclip: FeatureExtractor,
+    real_mapping: Mapping[str, list[str]] | None,
+    biomedclip: FeatureExtractor | None,
     inception: FeatureExtractor | None = None,
     prompts: list[str] | None = None,
     num_images_per_prompt: int = 10,
@@ -198,45 +222,59 @@ def evaluate_generated(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
 ) -> dict:
-    """Score a generated folder: the four challenge metrics (+ FID with ``inception``). Returns a JSON-able dict.
+    """Score a generated folder: the four challenge metrics (``biomedclip``) and/or FID (``inception``). Returns a
+    JSON-able dict.
 
     FID compares all generated images with **all** real images of ``real_source`` (the usual reference-set FID);
-    the challenge metrics use the per-prompt real images of ``real_mapping``.
+    the challenge metrics use the per-prompt real images of ``real_mapping``. With ``biomedclip=None`` only FID is
+    computed (``msdm evaluate --fid-only``: no BiomedCLIP weights and no real mapping needed).
     """
+    if biomedclip is None and inception is None:
+        raise InputError("nothing to compute: give a BiomedCLIP extractor (challenge metrics) and/or Inception (FID)")
+    if biomedclip is not None and real_mapping is None:
+        raise InputError("the challenge metrics need a real mapping {prompt number: [real image ids]} (--real-mapping)"
+                         "; use --fid-only for FID alone")
     groups = parse_generated_folder(generated)
     num_files = sum(len(v) for v in groups.values())
     if prompts is not None and num_files != len(prompts) * num_images_per_prompt:
-        raise ValueError(  # the script: assert len(saved_files) == expected_count
+        raise InputError(  # the script: assert len(saved_files) == expected_count
             f"Expected {len(prompts) * num_images_per_prompt} images ({len(prompts)} prompts x "
             f"{num_images_per_prompt}), but found {num_files} in {generated}."
         )
-    gen = _generated_features(groups, biomedclip, batch_size)
-    real_by_id, real_hit = real_features(real_source, biomedclip, cache_dir, batch_size)
-    real_pp = real_features_by_prompt(real_by_id, real_mapping, gen)
-    scores = challenge_scores(gen, real_pp, reference_compatible=reference_compatible, single_real=single_real)
-    pairs = [(r["prompt_a"], r["prompt_b"]) for r in scores["pairs"]]
-    real_for_b = {b: real_pp[a] for a, b in pairs}
-    per_prompt = per_prompt_metrics({p: gen[p] for pair in pairs for p in pair}, {**real_pp, **real_for_b}, pairs,
-                                    single_real)
     result = {
-        "scores": {k: scores[k] for k in ("fidelity", "agreement", "diversity", "FBD")},
-        "num_pairs": scores["num_pairs"],
-        "num_prompts_scored": scores["num_prompts"],
+        "scores": {},
         "num_prompts_found": len(groups),
         "num_images": num_files,
         "reference_compatible": bool(reference_compatible),
         "single_real": single_real,
         "generated": str(generated),
         "real": real_source.describe(),
-        "extractors": {"biomedclip": biomedclip.describe()},
-        "real_cache_hit": {"biomedclip": real_hit},
-        "pairs": scores["pairs"],
-        "per_prompt": {str(p): {**m, **({"prompt": prompts[p - 1]} if prompts and 0 < p <= len(prompts) else {})}
-                       for p, m in per_prompt.items()},
+        "extractors": {},
+        "real_cache_hit": {},
     }
+    if biomedclip is not None:
+        gen = _generated_features(groups, biomedclip, batch_size)
+        real_by_id, real_hit = real_features(real_source, biomedclip, cache_dir, batch_size,
+                                             desc="biomedclip features (real)")
+        real_pp = real_features_by_prompt(real_by_id, real_mapping, gen)
+        scores = challenge_scores(gen, real_pp, reference_compatible=reference_compatible, single_real=single_real)
+        pairs = [(r["prompt_a"], r["prompt_b"]) for r in scores["pairs"]]
+        real_for_b = {b: real_pp[a] for a, b in pairs}
+        per_prompt = per_prompt_metrics({p: gen[p] for pair in pairs for p in pair}, {**real_pp, **real_for_b}, pairs,
+                                        single_real)
+        result["scores"].update({k: scores[k] for k in ("fidelity", "agreement", "diversity", "FBD")})
+        result.update({
+            "num_pairs": scores["num_pairs"],
+            "num_prompts_scored": scores["num_prompts"],
+            "pairs": scores["pairs"],
+            "per_prompt": {str(p): {**m, **({"prompt": prompts[p - 1]} if prompts and 0 < p <= len(prompts) else {})}
+                           for p, m in per_prompt.items()},
+        })
+        result["extractors"]["biomedclip"] = biomedclip.describe()
+        result["real_cache_hit"]["biomedclip"] = real_hit
     if inception is not None:
         gen_inc = _generated_features(groups, inception, batch_size)
-        real_inc, inc_hit = real_features(real_source, inception, cache_dir, batch_size)
+        real_inc, inc_hit = real_features(real_source, inception, cache_dir, batch_size, desc="inception features (real)")
         real_ids = list(dict.fromkeys(real_source.ids))
         result["scores"]["FID"] = frechet_distance(np.concatenate([gen_inc[p] for p in sorted(gen_inc)]),
                                                    np.stack([real_inc[i] for i in real_ids]))
@@ -254,7 +292,10 @@ def format_table(result: Mapping) -> str:
     head = "| " + " | ".join(t for _, t in cols) + " |"
     sep = "|" + "|".join("---:" for _ in cols) + "|"
     row = "| " + " | ".join(f"{result['scores'][k]:.2f}" for k, _ in cols) + " |"
-    note = (f"{result['num_pairs']} pairs ({result['num_prompts_scored']} of {result['num_prompts_found']} prompts"
-            f"{', reference_compatible: first half only' if result['reference_compatible'] else ''}), "
-            f"{result['num_images']} images")
+    if "num_pairs" in result:
+        note = (f"{result['num_pairs']} pairs ({result['num_prompts_scored']} of {result['num_prompts_found']} prompts"
+                f"{', reference_compatible: first half only' if result['reference_compatible'] else ''}), "
+                f"{result['num_images']} images")
+    else:
+        note = f"FID only: {result['num_images']} images of {result['num_prompts_found']} prompts against all real images"
     return "\n".join([head, sep, row, "", note])

@@ -75,11 +75,19 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def load_image(path: str | os.PathLike):
-    """Open an image file as RGB, as the challenge script does (``Image.open(p).convert('RGB')``)."""
+    """Open an image file as RGB, as the challenge script does (``Image.open(p).convert('RGB')``); an unreadable
+    file raises :class:`msdm.errors.InputError` naming it."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    from msdm.errors import InputError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated data, bad headers
+        raise InputError(f"{path}: not a readable image ({e}); regenerate or re-copy it, or move it out") from e
 
 
 def _float_to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -197,10 +205,18 @@ class FeatureExtractor(nn.Module):
             return torch.zeros(0, self.feature_dim)
         return torch.cat(out)
 
-    def extract_paths(self, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> torch.Tensor:
-        """Features of image files, ``batch_size`` files in memory at a time."""
-        feats = [self.extract([load_image(p) for p in paths[i:i + batch_size]], batch_size)
-                 for i in range(0, len(paths), batch_size)]
+    def extract_paths(self, paths: Sequence[str | os.PathLike], batch_size: int = 32,
+                      desc: str | None = None) -> torch.Tensor:
+        """Features of image files, ``batch_size`` files in memory at a time; ``desc`` shows a progress bar
+        (:mod:`msdm.progress`) over the images."""
+        from msdm.progress import progress_bar
+
+        feats = []
+        with progress_bar(total=len(paths), desc=desc, unit="img", disable=desc is None) as bar:
+            for i in range(0, len(paths), batch_size):
+                chunk = paths[i:i + batch_size]
+                feats.append(self.extract([load_image(p) for p in chunk], batch_size))
+                bar.update(len(chunk))
         return torch.cat(feats) if feats else torch.zeros(0, self.feature_dim)
 
     @property
