@@ -5,11 +5,15 @@ The default config is ``cli.yaml``: the one in the current directory if there is
 ``--trainer.*`` flags override it, e.g.::
 
     msdm fit -c configs/msdm_unet_kvasir.yaml --trainer.devices=4 --trainer.strategy=ddp
+
+The Trainer gets :class:`~lightning_modules.progress_bar.MSDMProgressBar` (no ``v_num`` entry) unless the config
+names its own progress bar or turns the bar off.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -35,6 +39,28 @@ class MSDMLightningCLI(LightningCLI):
         import lightning_modules  # noqa: F401 - registers the LightningModule subclasses
 
         super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        """``args`` is the command line here (``msdm fit ...`` hands its own argv over, ``msdm cache`` its overrides):
+        hide ``sys.argv`` while parsing, or Lightning warns on every run that both were given."""
+        if args is None or len(sys.argv) <= 1:
+            return super().parse_arguments(parser, args)
+        argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            return super().parse_arguments(parser, args)
+        finally:
+            sys.argv = argv
+
+    def _instantiate_trainer(self, config, callbacks):
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from lightning_modules.progress_bar import MSDMProgressBar
+
+        own = config.get("callbacks") or []
+        given = list(callbacks) + (list(own) if isinstance(own, (list, tuple)) else [own])
+        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, MSDMProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def _parse_ckpt_path(self) -> None:
         """Re-parse a checkpoint's hyper-parameters as Lightning does, also for checkpoints written outside the CLI.

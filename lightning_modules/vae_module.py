@@ -60,8 +60,9 @@ class MSDMVAEModule(pl.LightningModule):
         x = batch["pixel_values"]
         logs = self.loss(self.vae(x), x)
         ensure_finite(self, logs["loss"])
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=x.shape[0])
-        self.log("train_loss", logs["loss"].detach(), prog_bar=True, batch_size=x.shape[0], logger=False)
+        # one naming scheme for every module: train/loss in the bar, its parts (train/pixel, train/kl, ...) logged
+        self.log("train/loss", logs["loss"], prog_bar=True, batch_size=x.shape[0])
+        self.log_dict({f"train/{k}": v for k, v in logs.items() if k != "loss"}, batch_size=x.shape[0])
         return logs["loss"]
 
     def on_train_batch_start(self, batch, batch_idx):

@@ -40,10 +40,13 @@ def _trainer(root, steps, accelerator, name):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from lightning_modules.progress_bar import MSDMProgressBar
+
     return pl.Trainer(
         accelerator=accelerator, devices=1, max_steps=steps, default_root_dir=root,
-        logger=TensorBoardLogger(root, name=name, version=""),
-        callbacks=[ModelCheckpoint(dirpath=f"{root}/{name}/checkpoints", save_last=True, save_top_k=0)],
+        logger=TensorBoardLogger(root, name=name, version="", default_hp_metric=False),
+        callbacks=[ModelCheckpoint(dirpath=f"{root}/{name}/checkpoints", save_last=True, save_top_k=0),
+                   MSDMProgressBar()],
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=20, enable_model_summary=False,
     )
 
