@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 import lightning.pytorch as pl
+import torch
 
+from msdm.progress import progress_bar
 from msdm.provenance import save_grid
 
 
@@ -15,8 +17,9 @@ class SampleGrid(pl.Callback):
 
     Prompts default to the module's ``sample_prompts``, then to the DataModule's ``validation_prompts``.
     Generation runs on global rank zero only (a grid is for eyes, not metrics; the metric callbacks shard
-    generation over ranks). Seeded, so grids of successive epochs are
-    comparable.
+    generation over ranks), one prompt at a time under a progress bar (:mod:`msdm.progress`; off when the Trainer
+    has no progress bar). Seeded — prompt ``p`` gets ``seed + p · num_images_per_prompt``, the seed of its first
+    image, as the metric callbacks do — so grids of successive epochs are comparable.
     """
 
     def __init__(self, prompts: list[str] | None = None, num_images_per_prompt: int = 4, every_n_epochs: int = 1,
@@ -38,7 +41,13 @@ class SampleGrid(pl.Callback):
         if not prompts:
             return
         kwargs = {"num_inference_steps": self.steps} if self.steps else {}
-        images = pl_module.generate(prompts, num_images_per_prompt=self.n, seed=self.seed, **kwargs)
+        chunks = []
+        bar = progress_bar(prompts, desc=f"sample grid (epoch {trainer.current_epoch})", unit="prompt", leave=False,
+                           disable=trainer.progress_bar_callback is None)
+        for p, prompt in enumerate(bar):
+            chunks.append(pl_module.generate([prompt], num_images_per_prompt=self.n, seed=self.seed + p * self.n,
+                                             **kwargs))
+        images = torch.cat(chunks)
         info = pl_module.generation_info() if hasattr(pl_module, "generation_info") else {}
         if self.steps:
             info = {**info, "steps": self.steps}

@@ -46,6 +46,15 @@ def _common_flags(parser: argparse.ArgumentParser, default) -> None:
                         help="show the full traceback of input errors (also MSDM_DEBUG=1)")
 
 
+def _nested_common_flags(parser: argparse.ArgumentParser) -> None:
+    """The common flags also after a command's own sub-command (``msdm annotate report ... --quiet``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                _common_flags(sp, default=argparse.SUPPRESS)
+                _nested_common_flags(sp)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from msdm import __version__
 
@@ -65,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, mod in _command_modules().items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, parents=[common])
         mod.add_arguments(p)
+        _nested_common_flags(p)
         p.set_defaults(_run=mod.run)
     return parser
 

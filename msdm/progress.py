@@ -80,3 +80,28 @@ def progress_bar(iterable=None, *, total: int | None = None, desc: str | None = 
 
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, disable=disable or not _enabled, **kwargs)
+
+
+class ProgressIterable:
+    """``iterable`` (e.g. a DataLoader) that shows a bar on every pass over it; every other attribute (``dataset``,
+    ``sampler``, ``len()``) is the wrapped object's, so code that inspects the loader works unchanged."""
+
+    def __init__(self, iterable, desc: str, unit: str = "batch"):
+        self._inner, self._desc, self._unit, self._passes = iterable, desc, unit, 0
+
+    def __iter__(self):
+        self._passes += 1
+        try:
+            total = len(self._inner)
+        except TypeError:
+            total = None
+        desc = self._desc if self._passes == 1 else f"{self._desc} (pass {self._passes})"
+        yield from progress_bar(self._inner, total=total, desc=desc, unit=self._unit)
+
+    def __len__(self):
+        return len(self._inner)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_inner", "_desc", "_unit", "_passes"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)

@@ -60,6 +60,21 @@ def _read_prompts(p: Path) -> list[str]:
     return prompts
 
 
+def declares_pairs(path: str | os.PathLike) -> bool:
+    """Whether a prompt file itself says its prompts are (original, rephrased) pairs: the challenge JSON
+    ``{qa_key: {pair_key: [A, B]}}`` with two prompts per pair. A plain list (.txt, .csv, JSON list) never does."""
+    p = Path(path)
+    if p.suffix.lower() != ".json" or not p.is_file():
+        return False
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    groups = list(obj.values()) if isinstance(obj, dict) else []
+    return bool(groups) and all(isinstance(g, dict) and g and all(isinstance(v, list) and len(v) == 2
+                                                                 for v in g.values()) for g in groups)
+
+
 def challenge_filename(prompt_index: int, image_index: int, ext: str = "png") -> str:
     """``prompt{p:04d}_img{i:04d}.png`` with 1-based indices (the MEDVQA-GI submission layout)."""
     return f"prompt{prompt_index:04d}_img{image_index:04d}.{ext}"

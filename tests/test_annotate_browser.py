@@ -46,7 +46,7 @@ def expect(locator):
 def study_dir(tmp_path_factory, kvasir_dir):
     root = tmp_path_factory.mktemp("browser")
     inp = write_study_inputs(root / "inputs", kvasir_dir / "images", num_pairs=2, size=96, num_real=5)
-    return build_study(root / "study", inp["models"], inp["real"], real_mapping=inp["real_mapping"], num_prompts=4,
+    return build_study(root / "study", inp["models"], inp["real"], paired=True, real_mapping=inp["real_mapping"], num_prompts=4,
                        global_images=4, seed=0, title="Polyp generators: expert study")
 
 
@@ -93,6 +93,12 @@ def test_rate_one_prompt_resume_and_offline_answers(browser, study_dir, tmp_path
         # real reference images come first, then the models A, B, C
         order = page.eval_on_selector_all("#rate section.block h2", "hs => hs.map(h => h.textContent)")
         assert order[0].startswith("Real") and order[1:4] == ["Model A", "Model B", "Model C"]
+        # every image is shown at one size: real references are not larger than the model sets (a rater bias)
+        page.wait_for_timeout(300)
+        sizes = page.eval_on_selector_all(
+            "#rate img", "ims => ims.map(i => { const r = i.getBoundingClientRect(); return [r.width, r.height]; })")
+        assert len(sizes) == 5 + 3 * 10 and len({(round(w), round(h)) for w, h in sizes}) == 1, sizes
+        assert sizes[0][0] > 60  # still a usable thumbnail at this viewport
 
         # -- rate it with the keyboard only: digits answer the focused question and move on
         scores = {"A": [7, 8, 6, 5, 10, 9], "B": [3, 4, 2, 1, 5, 3], "C": [5, 5, 6, 5, 4, 5]}

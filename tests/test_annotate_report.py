@@ -18,7 +18,7 @@ from msdm.cli import main
 def planted(tmp_path_factory, kvasir_dir):
     root = tmp_path_factory.mktemp("report")
     inp = write_study_inputs(root / "inputs", kvasir_dir / "images", num_pairs=3, size=48)
-    study_dir = build_study(root / "study", inp["models"], inp["real"], real_mapping=inp["real_mapping"],
+    study_dir = build_study(root / "study", inp["models"], inp["real"], paired=True, real_mapping=inp["real_mapping"],
                             num_prompts=6, global_images=3, seed=5)
     study = load_study(study_dir)
     key = load_key(study, study_dir / KEY_FILE)
@@ -123,12 +123,44 @@ def test_report_command_without_metrics_and_errors(planted, tmp_path, capsys):
     assert "Not computed" in (out / "summary.md").read_text()
     assert main(["annotate", "report", str(planted["dir"]), "--extractor", "none", "--db",
                  str(tmp_path / "none.sqlite")]) == 2
-    assert "no ratings" in capsys.readouterr().out
+    assert "no ratings" in capsys.readouterr().err
     # a key that is not this study's never unblinds anything
     other = build_study(tmp_path / "other", {m: planted["root"] / "inputs" / m for m in ("sharp", "blurry", "noisy")},
-                        planted["root"] / "inputs" / "real", num_prompts=2, seed=9)
+                        planted["root"] / "inputs" / "real", paired=True, num_prompts=2, seed=9)
     assert main(["annotate", "report", str(planted["dir"]), "--extractor", "none", "--key",
                  str(other / KEY_FILE)]) == 2
+
+
+def test_exclude_rater_leaves_their_answers_out(planted, tmp_path, capsys):
+    """A test rater's answers count nowhere (scores, ranks, agreement, comments) once excluded; a name that rated
+    nothing is an error, not a silent no-op."""
+    import shutil
+
+    from msdm.annotate.report import analyse
+
+    store = RatingStore(planted["dir"] / "ratings.sqlite", planted["study"])
+    copy = tmp_path / "ratings.sqlite"
+    shutil.copy(planted["dir"] / "ratings.sqlite", copy)
+    test_store = RatingStore(copy, planted["study"])
+    for aspect in ("clinical_realism", "prompt_faithfulness"):  # a tester who clicked 10 everywhere on prompt 0
+        for letter in planted["study"]["letters"]:
+            test_store.save("tester", 0, letter, aspect, 10)
+    test_store.save_comment("tester", 0, "just testing")
+    full = analyse(planted["dir"], db_path=copy, extractor="none")
+    kept = analyse(planted["dir"], db_path=copy, extractor="none", exclude_raters=["tester"])
+    base = analyse(planted["dir"], extractor="none")
+    assert "tester" in full["raters"] and "tester" not in kept["raters"] and kept["excluded_raters"] == ["tester"]
+    assert kept["aspects"] == base["aspects"] and kept["agreement"] == base["agreement"]
+    assert kept["num_answers"] == len(store.answers()) < full["num_answers"]
+    assert all(c["rater"] != "tester" for c in kept["comments"]) and any(c["rater"] == "tester" for c in full["comments"])
+    assert full["aspects"] != base["aspects"]
+    out = tmp_path / "rep"
+    assert main(["annotate", "report", str(planted["dir"]), "--db", str(copy), "--extractor", "none", "--out",
+                 str(out), "--exclude-rater", "tester", "--quiet"]) == 0
+    assert "excluded: tester" in (out / "summary.md").read_text()
+    assert main(["annotate", "report", str(planted["dir"]), "--db", str(copy), "--extractor", "none", "--out",
+                 str(out), "--exclude-rater", "testr"]) == 2
+    assert "no such rater" in capsys.readouterr().err
 
 
 def test_global_rank_vocabulary():

@@ -20,7 +20,7 @@ from msdm.annotate.testing import write_study_inputs
 def study_dir(tmp_path_factory, kvasir_dir):
     root = tmp_path_factory.mktemp("annotate")
     inp = write_study_inputs(root / "inputs", kvasir_dir / "images", num_pairs=2, size=32)
-    return build_study(root / "study", inp["models"], inp["real"], real_mapping=inp["real_mapping"], num_prompts=4,
+    return build_study(root / "study", inp["models"], inp["real"], paired=True, real_mapping=inp["real_mapping"], num_prompts=4,
                        global_images=2, seed=0)
 
 

@@ -44,7 +44,7 @@ def test_build_layout_blinding_and_key(inputs, tmp_path):
     # a provenance record on a generated image must not reach the study (it names the model)
     src = inputs["models"]["sharp"] / "prompt0003_img0001.png"
     save_png(np.asarray(Image.open(src)), src, make_record("p", 0, {"model": "sharp-model-name"}))
-    out = build_study(tmp_path / "study", inputs["models"], inputs["real"], real_mapping=inputs["real_mapping"],
+    out = build_study(tmp_path / "study", inputs["models"], inputs["real"], paired=True, real_mapping=inputs["real_mapping"],
                       num_prompts=4, prompt_ids=[1, 2, 5, 6], global_images=3, seed=3)
     study, key = load_study(out), load_key(load_study(out), out / KEY_FILE)
     assert [p["kind"] for p in study["prompts"]] == ["original", "rephrased"] * 2
@@ -69,7 +69,7 @@ def test_build_layout_blinding_and_key(inputs, tmp_path):
                 assert read_record(out / rel) is None
                 assert "sharp" not in rel and "blurry" not in rel and "noisy" not in rel
     # per-prompt letters: over a larger study the same letter does not always hide the same model
-    big = build_study(tmp_path / "big", inputs["models"], inputs["real"], num_prompts=6, seed=0)
+    big = build_study(tmp_path / "big", inputs["models"], inputs["real"], paired=True, num_prompts=6, seed=0)
     letters_of_sharp = {next(le for le, m in p["letters"].items() if m == "sharp")
                         for p in json.loads((big / KEY_FILE).read_text())["prompts"]}
     assert len(letters_of_sharp) > 1
@@ -81,8 +81,8 @@ def test_build_layout_blinding_and_key(inputs, tmp_path):
 
 
 def test_key_tampering_and_wrong_key_are_refused(inputs, tmp_path):
-    a = build_study(tmp_path / "a", inputs["models"], inputs["real"], num_prompts=2, seed=1)
-    b = build_study(tmp_path / "b", inputs["models"], inputs["real"], num_prompts=2, seed=2)
+    a = build_study(tmp_path / "a", inputs["models"], inputs["real"], paired=True, num_prompts=2, seed=1)
+    b = build_study(tmp_path / "b", inputs["models"], inputs["real"], paired=True, num_prompts=2, seed=2)
     sa = load_study(a)
     with pytest.raises(StudyError, match="key_sha256"):
         load_key(sa, b / KEY_FILE)
@@ -96,19 +96,19 @@ def test_key_tampering_and_wrong_key_are_refused(inputs, tmp_path):
 
 def test_build_errors_are_clear(inputs, tmp_path):
     with pytest.raises(StudyError, match="only 3 complete pairs"):
-        build_study(tmp_path / "s", inputs["models"], inputs["real"], num_prompts=8)
+        build_study(tmp_path / "s", inputs["models"], inputs["real"], paired=True, num_prompts=8)
     with pytest.raises(StudyError, match="lacks"):
-        build_study(tmp_path / "s", inputs["models"], inputs["real"], num_prompts=2, num_images=11)
+        build_study(tmp_path / "s", inputs["models"], inputs["real"], paired=True, num_prompts=2, num_images=11)
     bad = tmp_path / "prompts.txt"
     bad.write_text("something else\nanother\n")
     with pytest.raises(StudyError, match="disagrees"):
-        build_study(tmp_path / "s", inputs["models"], inputs["real"], prompts_file=bad, num_prompts=2)
-    build_study(tmp_path / "s", inputs["models"], inputs["real"], num_prompts=2, seed=0)
+        build_study(tmp_path / "s", inputs["models"], inputs["real"], paired=True, prompts_file=bad, num_prompts=2)
+    build_study(tmp_path / "s", inputs["models"], inputs["real"], paired=True, num_prompts=2, seed=0)
     with pytest.raises(StudyError, match="exists"):
-        build_study(tmp_path / "s", inputs["models"], inputs["real"], num_prompts=2)
+        build_study(tmp_path / "s", inputs["models"], inputs["real"], paired=True, num_prompts=2)
     (tmp_path / "s" / "ratings.sqlite").write_bytes(b"")
     with pytest.raises(StudyError, match="holds ratings"):
-        build_study(tmp_path / "s", inputs["models"], inputs["real"], num_prompts=2, overwrite=True)
+        build_study(tmp_path / "s", inputs["models"], inputs["real"], paired=True, num_prompts=2, overwrite=True)
 
 
 def test_build_command_with_an_external_key(inputs, tmp_path, capsys):
@@ -126,3 +126,27 @@ def test_build_command_with_an_external_key(inputs, tmp_path, capsys):
     assert all(len(p["real"]) == 4 for p in study["prompts"])
     assert main(["annotate", "build", "--out", str(tmp_path / "t"), "--real", str(inputs["real"]),
                  "--model", f"x={tmp_path / 'nowhere'}"]) == 2
+
+
+def test_pairing_is_explicit_for_a_plain_prompt_list(inputs, tmp_path, capsys):
+    """A plain list (the folders' prompts.json, a .txt) is not paired unless asked; the challenge JSON declares its
+    pairs; --paired / --unpaired decide either way."""
+    plain = build_study(tmp_path / "plain", inputs["models"], inputs["real"], num_prompts=4, select="first", seed=0)
+    study = load_study(plain)
+    assert study["paired"] is False and {p["kind"] for p in study["prompts"]} == {"prompt"}
+    assert all(p["pair"] is None for p in study["prompts"])
+    texts = json.loads(inputs["prompts"].read_text())  # a JSON list: plain
+    challenge = tmp_path / "challenge.json"
+    challenge.write_text(json.dumps({"qa": {str(k): texts[2 * k:2 * k + 2] for k in range(len(texts) // 2)}}))
+    s = load_study(build_study(tmp_path / "c", inputs["models"], inputs["real"], prompts_file=challenge,
+                               real_mapping=inputs["real_mapping"], num_prompts=4, seed=0))
+    assert s["paired"] is True and [p["kind"] for p in s["prompts"]] == ["original", "rephrased"] * 2
+    base = ["annotate", "build", "--real", str(inputs["real"]), "--num-prompts", "4", "--seed", "0",
+            "--real-mapping", str(inputs["real_mapping"])]
+    for name, folder in inputs["models"].items():
+        base += ["--model", f"{name}={folder}"]
+    assert main([*base, "--out", str(tmp_path / "flag"), "--paired"]) == 0
+    assert load_study(tmp_path / "flag")["paired"] is True and "pairs" in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "off"), "--prompts", str(challenge), "--unpaired",
+                 "--real-mapping", str(inputs["real_mapping"])]) == 2  # unpaired: prompt 2 has no real images
+    assert "no images for prompt 2" in capsys.readouterr().err

@@ -27,6 +27,16 @@ def test_quickstart_at_toy_size(tmp_path, tiny_text_encoder, capsys):
     assert record["synthetic"] is True and record["sampler"] == "dpm++sde" and len(record["prompts"]) == 4
     assert main(["provenance", str(out / "samples.png")]) == 0
     assert "samples.png" in json.loads((out / "provenance.json").read_text())["files"]
+    # TensorBoard holds the sample grid (and no hp_metric)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = {"images": set(), "scalars": set()}
+    for events in (out / "unet").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags["images"] |= set(acc.Tags()["images"])
+        tags["scalars"] |= set(acc.Tags()["scalars"])
+    assert "samples" in tags["images"] and "hp_metric" not in tags["scalars"], tags
     pipe = MSDMPipeline.from_pretrained(str(out / "pipeline"))
     imgs = pipe(["Generate an image containing a polyp."], num_inference_steps=2,
                 generator=torch.Generator().manual_seed(0), output_type="pt").images

@@ -171,7 +171,8 @@ def study_metrics(study_dir: Path, study: dict, key: dict, extractor, batch_size
     from msdm.metrics.challenge import challenge_scores, per_prompt_metrics
 
     paths = sorted({p for pr in study["prompts"] for p in pr["real"] + [x for v in pr["sets"].values() for x in v]})
-    feats = extractor.extract_paths([study_dir / p for p in paths], batch_size=batch_size).double().numpy()
+    feats = extractor.extract_paths([study_dir / p for p in paths], batch_size=batch_size,
+                                    desc=f"{extractor.name} features of the study images").double().numpy()
     f = dict(zip(paths, feats))
     stack = lambda rels: np.stack([f[r] for r in rels])  # noqa: E731
     real = {pr["index"]: stack(pr["real"]) for pr in study["prompts"]}
@@ -298,8 +299,10 @@ def _p(x) -> str:
 
 
 def analyse(study_dir, key_path=None, db_path=None, extractor="biomedclip", extractor_source=None, device=None,
-            batch_size: int = 32) -> dict:
-    """Everything the report holds, as a dict (``results.json``)."""
+            batch_size: int = 32, exclude_raters=()) -> dict:
+    """Everything the report holds, as a dict (``results.json``). ``exclude_raters``: raters whose answers and
+    comments are left out (test runs, a pilot); naming one that has no answers is an error (a typo would otherwise
+    keep the rater in silently)."""
     study_dir = Path(study_dir)
     study = load_study(study_dir)
     key = load_key(study, key_path or study_dir / KEY_FILE)
@@ -308,6 +311,12 @@ def analyse(study_dir, key_path=None, db_path=None, extractor="biomedclip", extr
         raise StudyError(f"no ratings: {db_path} does not exist (run `msdm annotate serve` and collect some first)")
     store = RatingStore(db_path, study)
     answers = store.answers()
+    excluded = sorted(set(exclude_raters))
+    unknown = [r for r in excluded if r not in {a["rater"] for a in answers}]
+    if unknown:
+        raise StudyError(f"--exclude-rater {', '.join(unknown)}: no such rater in {db_path} (raters: "
+                         f"{', '.join(sorted({a['rater'] for a in answers})) or 'none'})")
+    answers = [a for a in answers if a["rater"] not in excluded]
     raters = sorted({a["rater"] for a in answers})
     rows = unblind(study, key, answers)
     models = list(key["models"])
@@ -319,7 +328,7 @@ def analyse(study_dir, key_path=None, db_path=None, extractor="biomedclip", extr
                   "num_prompts": len(study["prompts"]), "paired": study.get("paired"), "mapping": key.get("mapping"),
                   "key_sha256": study["key_sha256"]},
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "models": models, "raters": raters,
+        "models": models, "raters": raters, "excluded_raters": excluded,
         "completeness": {r: {"prompts_complete": len(p["complete"]), "global_complete": p["global_complete"]}
                          for r, p in completeness.items()},
         "num_answers": len(answers),
@@ -330,7 +339,7 @@ def analyse(study_dir, key_path=None, db_path=None, extractor="biomedclip", extr
         "ranks": rank_summary,
         "global_preference": glob,
         "agreement": agreement_summary(rows, raters),
-        "comments": store.comments(),
+        "comments": [c for c in store.comments() if c["rater"] not in excluded],
     }
     ext = _build_extractor(extractor, extractor_source, device)
     metrics = study_metrics(study_dir, study, key, ext, batch_size) if ext is not None else None
@@ -364,7 +373,9 @@ def summary_markdown(res: dict) -> str:
              + f", models {', '.join(f'**{m}**' for m in models)} shown under {s['mapping']} random letters. "
              f"Unblinded with the key whose SHA-256 matches the study's commitment (`{s['key_sha256'][:16]}…`). "
              f"Report generated {res['generated']}.")
-    L += ["", f"**Raters**: {len(res['raters'])} ({', '.join(res['raters']) or 'none'}); {res['num_answers']} answers.", ""]
+    excl = res.get("excluded_raters") or []
+    L += ["", f"**Raters**: {len(res['raters'])} ({', '.join(res['raters']) or 'none'}); {res['num_answers']} answers"
+          + (f"; excluded: {', '.join(excl)}" if excl else "") + ".", ""]
     L += ["| rater | prompts complete | global preference |", "|---|---|---|"]
     for r, c in res["completeness"].items():
         L.append(f"| {r} | {c['prompts_complete']} / {s['num_prompts']} | {'yes' if c['global_complete'] else 'no'} |")
@@ -431,10 +442,10 @@ def summary_markdown(res: dict) -> str:
 
 
 def write_report(study_dir, key_path=None, db_path=None, out=None, extractor="biomedclip", extractor_source=None,
-                 device=None, batch_size: int = 32) -> Path:
+                 device=None, batch_size: int = 32, exclude_raters=()) -> Path:
     """Analyse and write the report folder (atomically); returns its path."""
     study_dir = Path(study_dir)
-    res = analyse(study_dir, key_path, db_path, extractor, extractor_source, device, batch_size)
+    res = analyse(study_dir, key_path, db_path, extractor, extractor_source, device, batch_size, exclude_raters)
     tier, per_prompt = res.pop("_tier"), res.pop("_per_prompt_metrics")
     out = Path(out or study_dir / "report")
     with atomic_directory(out) as tmp:

@@ -38,8 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from msdm.errors import UserError
 from msdm.io import atomic_directory, atomic_file
-from msdm.prompts import challenge_filename, read_prompts
+from msdm.prompts import challenge_filename, declares_pairs, read_prompts
 
 STUDY_FORMAT = "msdm-annotate-study/1"
 KEY_FORMAT = "msdm-annotate-key/1"
@@ -70,7 +71,7 @@ ASPECTS = [
 ASPECT_IDS = [a["id"] for a in ASPECTS]
 
 
-class StudyError(ValueError):
+class StudyError(UserError, ValueError):
     """A study cannot be built or read as asked (the message says what to change)."""
 
 
@@ -137,7 +138,7 @@ def select_prompt_ids(available: list[int], num_prompts: int, paired: bool, sele
             for k in range(0, len(ids), 2):
                 if k + 1 >= len(ids) or ids[k] % 2 != 1 or ids[k + 1] != ids[k] + 1:
                     raise StudyError(f"paired study: --prompt-ids must list (original, rephrased) pairs like 1,2,5,6;"
-                                     f" got {ids} (pass --unpaired for a study without pairs)")
+                                     f" got {ids} (leave out --paired for a study without pairs)")
         return ids
     if select not in ("random", "first"):
         raise StudyError(f"select must be 'random' or 'first', got {select!r}")
@@ -181,7 +182,7 @@ def build_study(
     num_prompts: int = 40,
     num_images: int = 10,
     num_real: int = 10,
-    paired: bool = True,
+    paired: bool | None = None,
     select: str = "random",
     prompt_ids: list[int] | None = None,
     mapping: str = "per-prompt",
@@ -198,6 +199,10 @@ def build_study(
     ``{"prompt id": [real ids]}``; a rephrased prompt without an entry uses its original's (as the challenge
     does); without a mapping every prompt gets ``num_real`` real images drawn at random. ``seed`` makes the build
     reproducible — and the key recomputable by whoever knows it: leave it ``None`` for a real study.
+
+    ``paired``: prompts (1, 2), (3, 4), … are (original, rephrased) pairs, kept adjacent. ``None`` (default): only
+    when the prompt file itself declares pairs (the challenge JSON ``{qa: {pair: [A, B]}}``); a plain list (.txt,
+    .csv, a JSON list, a folder's prompts.json) is paired only with ``paired=True`` (``--paired``).
     """
     out = Path(out)
     if not models:
@@ -223,6 +228,8 @@ def build_study(
         raise StudyError(f"real images: {real_dir} is not a folder")
 
     # -- prompts: the file, or the generated folders' prompts.json, which must agree with it
+    if paired is None:  # never pair a plain list silently
+        paired = prompts_file is not None and declares_pairs(prompts_file)
     if prompts_file is not None:
         texts = {k + 1: s for k, s in enumerate(read_prompts(prompts_file))}
     else:

@@ -22,9 +22,13 @@ def add_arguments(parser):
     b.add_argument("--num-prompts", type=int, default=40, help="prompts in the study (40 in the paper)")
     b.add_argument("--num-images", type=int, default=10, help="images per model and prompt (10 in the paper)")
     b.add_argument("--num-real", type=int, default=10, help="real reference images per prompt (at most)")
-    b.add_argument("--unpaired", action="store_true",
-                   help="prompts are not (original, rephrased) pairs (default: pairs (1,2), (3,4)... kept adjacent, "
-                        "originals at even study indices, rephrasings at odd ones)")
+    pairing = b.add_mutually_exclusive_group()
+    pairing.add_argument("--paired", dest="paired", action="store_true", default=None,
+                         help="prompts (1,2), (3,4), ... are (original, rephrased) pairs: kept adjacent, originals at "
+                              "even study indices, rephrasings at odd ones (default: only when --prompts is the "
+                              "challenge JSON {qa: {pair: [A, B]}}, which declares its pairs)")
+    pairing.add_argument("--unpaired", dest="paired", action="store_false",
+                         help="no pairs, even for a challenge JSON")
     b.add_argument("--select", default="random", choices=["random", "first"], help="which prompts (pairs) to use")
     b.add_argument("--prompt-ids", default=None, help="explicit 1-based prompt ids, e.g. 1,2,7,8 (overrides --select)")
     b.add_argument("--mapping", default="per-prompt", choices=["per-prompt", "per-study"],
@@ -55,6 +59,8 @@ def add_arguments(parser):
                    help="model id or local folder/file of the extractor (default: the challenge's BiomedCLIP)")
     r.add_argument("--device", default=None, help="cpu, cuda, ... for feature extraction")
     r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--exclude-rater", action="append", default=[], metavar="NAME",
+                   help="leave this rater's answers out (test runs, a pilot rater); repeatable")
 
 
 def run(args) -> int:
@@ -75,24 +81,22 @@ def run(args) -> int:
 def _build(args) -> int:
     from msdm.annotate.study import StudyError, build_study, load_study, parse_model_arg
 
-    try:
-        models = dict(parse_model_arg(m) for m in args.model)
-        if len(models) != len(args.model):
-            raise StudyError("two --model arguments have the same name")
-        ids = [int(x) for x in args.prompt_ids.split(",") if x.strip()] if args.prompt_ids else None
-        out = build_study(
-            args.out, models, args.real, prompts_file=args.prompts, real_mapping=args.real_mapping,
-            num_prompts=args.num_prompts, num_images=args.num_images, num_real=args.num_real,
-            paired=not args.unpaired, select=args.select, prompt_ids=ids, mapping=args.mapping,
-            global_images=args.global_images, seed=args.seed, title=args.title, key_path=args.key,
-            overwrite=args.overwrite,
-        )
-    except (StudyError, FileNotFoundError) as e:
-        print(f"msdm annotate build: {e}")
-        return 2
+    # errors (StudyError, a missing file) are printed by `msdm` in one or two lines, exit status 2
+    models = dict(parse_model_arg(m) for m in args.model)
+    if len(models) != len(args.model):
+        raise StudyError("two --model arguments have the same name")
+    ids = [int(x) for x in args.prompt_ids.split(",") if x.strip()] if args.prompt_ids else None
+    out = build_study(
+        args.out, models, args.real, prompts_file=args.prompts, real_mapping=args.real_mapping,
+        num_prompts=args.num_prompts, num_images=args.num_images, num_real=args.num_real,
+        paired=args.paired, select=args.select, prompt_ids=ids, mapping=args.mapping,
+        global_images=args.global_images, seed=args.seed, title=args.title, key_path=args.key,
+        overwrite=args.overwrite,
+    )
     study = load_study(out)
     n = len(study["prompts"])
-    print(f"study written to {out}: {n} prompts, models {', '.join(models)} behind letters "
+    print(f"study written to {out}: {n} prompts{' in (original, rephrased) pairs' if study['paired'] else ''}, "
+          f"models {', '.join(models)} behind letters "
           f"{', '.join(study['letters'])} ({args.mapping}), key in {args.key or out / 'key.json'} (never served)")
     print(f"next: msdm annotate serve {out}")
     return 0
@@ -100,13 +104,9 @@ def _build(args) -> int:
 
 def _report(args) -> int:
     from msdm.annotate.report import write_report
-    from msdm.annotate.study import StudyError
 
-    try:
-        out = write_report(args.study, key_path=args.key, db_path=args.db, out=args.out, extractor=args.extractor,
-                           extractor_source=args.extractor_source, device=args.device, batch_size=args.batch_size)
-    except StudyError as e:
-        print(f"msdm annotate report: {e}")
-        return 2
+    out = write_report(args.study, key_path=args.key, db_path=args.db, out=args.out, extractor=args.extractor,
+                       extractor_source=args.extractor_source, device=args.device, batch_size=args.batch_size,
+                       exclude_raters=args.exclude_rater)
     print(f"report written to {out} (summary.md, results.json, aspects.png, ranks_vs_metrics.png)")
     return 0

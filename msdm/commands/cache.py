@@ -37,7 +37,9 @@ def run(args) -> int:
     from lightning.pytorch import LightningDataModule, LightningModule
 
     from lightning_modules.cli import MSDMLightningCLI, default_config_files
+    from msdm.errors import InputError
     from msdm.cache.fill import env_rank_world
+    from msdm.progress import ProgressIterable
 
     overrides = list(args.overrides)
     if overrides[:1] == ["--"]:
@@ -50,9 +52,7 @@ def run(args) -> int:
     )
     model, dm = cli.model, cli.datamodule
     if not hasattr(model, "fill_cache") or model.hparams.get("cache_dir") is None:
-        print("msdm cache: the model must be a MSDMUNetModule with cache_dir set "
-              "(-- --model.init_args.cache_dir=DIR)")
-        return 2
+        raise InputError("the model must be a MSDMUNetModule with cache_dir set (-- --model.init_args.cache_dir=DIR)")
     env_rank, env_world, local_rank = env_rank_world()
     rank = env_rank if args.rank is None else args.rank
     world = env_world if args.world_size is None else args.world_size
@@ -67,7 +67,7 @@ def run(args) -> int:
         if isinstance(loader, (list, tuple)):
             loader = loader[0] if loader else None
         if loader is not None:
-            loaders[split] = loader
+            loaders[split] = ProgressIterable(loader, f"cache {split}")  # a bar per pass (msdm --quiet: none)
     t0 = time.perf_counter()
     stats = model.fill_cache(loaders, rank=rank, world_size=world, shard_by_id=world > 1,
                              scheme="hash" if world > 1 else "single", max_batches=args.max_batches)

@@ -35,19 +35,22 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _trainer(root, steps, accelerator, name):
+def _trainer(root, steps, accelerator, name, callbacks=()):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from lightning_modules.progress_bar import MSDMProgressBar
 
+    # Validation on 2 batches every 2nd epoch: val/loss curves, VAE reconstructions and (U-Net) sample grids in
+    # TensorBoard for a few seconds per validation.
     return pl.Trainer(
         accelerator=accelerator, devices=1, max_steps=steps, default_root_dir=root,
         logger=TensorBoardLogger(root, name=name, version="", default_hp_metric=False),
         callbacks=[ModelCheckpoint(dirpath=f"{root}/{name}/checkpoints", save_last=True, save_top_k=0),
-                   MSDMProgressBar()],
-        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=20, enable_model_summary=False,
+                   MSDMProgressBar(), *callbacks],
+        limit_val_batches=2, check_val_every_n_epoch=2, num_sanity_val_steps=0, log_every_n_steps=20,
+        enable_model_summary=False,
     )
 
 
@@ -60,6 +63,7 @@ def run(args) -> int:
 
     from datamodules.synthetic import SyntheticGIDataModule
     from lightning_modules import MSDMUNetModule, MSDMVAEModule
+    from lightning_modules.image_logging import SampleGrid
     from msdm.provenance import save_grid
 
     out = Path(args.out).resolve()
@@ -83,7 +87,10 @@ def run(args) -> int:
         lr_warmup_steps=100, loss_type="mse", ema_decay=0.995, sampler=args.sampler, num_inference_steps=args.sample_steps,
         guidance_scale=3.0, sample_prompts=PROMPTS, image_size=args.resolution,
     )
-    _trainer(out, args.unet_steps, args.accelerator, "unet").fit(unet, datamodule=dm)
+    unet_trainer = _trainer(out, args.unet_steps, args.accelerator, "unet",
+                            [SampleGrid(PROMPTS, num_images_per_prompt=2, num_inference_steps=args.sample_steps,
+                                        seed=args.seed)])
+    unet_trainer.fit(unet, datamodule=dm)
     times["unet"] = time.perf_counter() - t
 
     print("[3/3] export + sample grid")
@@ -93,7 +100,10 @@ def run(args) -> int:
     images = unet.generate(PROMPTS, num_images_per_prompt=6, seed=args.seed)
     grid = out / "samples.png"
     # the grid carries its provenance like every generated image (msdm provenance msdm_quickstart/samples.png)
-    save_grid(images, grid, PROMPTS, args.seed, unet.generation_info())
+    final = save_grid(images, grid, PROMPTS, args.seed, unet.generation_info())
+    # the final grid in TensorBoard too, next to the grids of the validations (tag "samples")
+    unet_trainer.logger.experiment.add_image("samples", final, unet_trainer.global_step)
+    unet_trainer.logger.experiment.flush()
     real = next(iter(dm.val_dataloader()))["pixel_values"][:6]
     save_image((real + 1) / 2, out / "real_examples.png", nrow=6)
     times["export+samples"] = time.perf_counter() - t
