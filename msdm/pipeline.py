@@ -6,6 +6,12 @@ progress bars and scheduler swapping work as for any diffusers pipeline. A saved
 
 Saving is atomic (:func:`msdm.io.atomic_directory`): an interrupted export never leaves a folder that
 ``from_pretrained`` would accept.
+
+Loading: ``MSDMPipeline.from_pretrained(folder)`` always works (it imports the custom U-Net and VAE classes).
+``diffusers.DiffusionPipeline.from_pretrained(folder)`` works too once this module is imported (it registers the
+class with diffusers); in a fresh interpreter without msdm diffusers cannot know the class and says
+``module diffusers has no attribute MSDMPipeline`` — ``model_index.json`` names the fix under ``_load_with``.
+``__call__`` takes diffusers' standard ``prompt_embeds`` / ``negative_prompt_embeds`` and ``callback_on_step_end``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from msdm.io import atomic_directory
 from msdm.models.text_encoder import encode_text
 
 
+LOAD_HINT = ("from msdm.pipeline import MSDMPipeline; MSDMPipeline.from_pretrained(folder)  (or import msdm.pipeline "
+             "before diffusers.DiffusionPipeline.from_pretrained(folder))")
+
+
 class MSDMPipeline(DiffusionPipeline):
     """Text-to-image sampling with MSDM.
 
@@ -32,6 +42,7 @@ class MSDMPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256):
         super().__init__()
@@ -52,6 +63,53 @@ class MSDMPipeline(DiffusionPipeline):
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return encode_text(self.tokenizer, self.text_encoder, prompts, device=self._execution_device)
 
+    @torch.no_grad()
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """diffusers' ``encode_prompt``: ``(prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+        negative_prompt_attention_mask)``, each repeated ``num_images_per_prompt`` times (prompt-major).
+
+        MSDM's U-Net attends to the token states with a padding mask (tokens after the prompt are masked out), so
+        the masks belong to the embeddings: pass the ones returned here back to ``__call__`` with the embeddings to
+        get the images of the prompt path exactly. Embeddings given without a mask attend to every token.
+        """
+        device = self._execution_device
+        if prompt_embeds is None:
+            if prompt is None:
+                raise ValueError("pass prompt or prompt_embeds")
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds, prompt_attention_mask = self.encode_prompts(prompts)
+        elif prompt_attention_mask is None:
+            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=device)
+        batch = prompt_embeds.shape[0]
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            neg = [""] * batch if negative_prompt is None else (
+                [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt))
+            if len(neg) != batch:
+                raise ValueError(f"{len(neg)} negative prompts for {batch} prompts")
+            negative_prompt_embeds, negative_prompt_attention_mask = self.encode_prompts(neg)
+        elif negative_prompt_embeds is not None and negative_prompt_attention_mask is None:
+            negative_prompt_attention_mask = torch.ones(negative_prompt_embeds.shape[:2], dtype=torch.long,
+                                                        device=device)
+        if negative_prompt_embeds is not None and negative_prompt_embeds.shape != prompt_embeds.shape:
+            raise ValueError(f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds "
+                             f"{tuple(negative_prompt_embeds.shape)} must have the same shape")
+
+        def repeat(x):
+            return None if x is None else x.to(device).repeat_interleave(num_images_per_prompt, dim=0)
+
+        return (repeat(prompt_embeds), repeat(prompt_attention_mask), repeat(negative_prompt_embeds),
+                repeat(negative_prompt_attention_mask))
+
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → images in [0, 1]: ``(x + 1) / 2`` and clamp. Never per-image min–max stretching (the
         reference's ``normalize`` did that, which inflates contrast and biases FID)."""
@@ -60,11 +118,28 @@ class MSDMPipeline(DiffusionPipeline):
         x = self.vae.decode((latents / scale).to(self.vae.dtype)).sample
         return ((x.float() + 1) / 2).clamp(0, 1)
 
+    # diffusers' pipeline properties, read by callbacks (diffusers.callbacks) and progress displays
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
         guidance_scale: float = 4.5,
         num_inference_steps: int = REFERENCE_STEPS,
@@ -76,6 +151,12 @@ class MSDMPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ):
         """Generate ``len(prompt) * num_images_per_prompt`` images, prompt-major.
 
@@ -83,10 +164,25 @@ class MSDMPipeline(DiffusionPipeline):
         3.5 (see :mod:`msdm.diffusion`). ``guidance_scale <= 1`` disables guidance (one network call per step).
         ``eta`` is used by DDIM only (1.0 = the reference's stochastic DDIM). ``output_type``: ``"pil"``,
         ``"np"`` (float [N, H, W, C] in [0, 1]) or ``"pt"`` (float [N, C, H, W] in [0, 1]).
+
+        diffusers' standard arguments: ``prompt_embeds`` / ``negative_prompt_embeds`` instead of text (with their
+        ``*_attention_mask``, see :meth:`encode_prompt`), and ``callback_on_step_end(pipe, step, timestep,
+        callback_kwargs) -> dict`` called after every step with the tensors named in
+        ``callback_on_step_end_tensor_inputs`` (``latents``, ``prompt_embeds``, ``negative_prompt_embeds``); the dict
+        it returns replaces them (a :class:`diffusers.callbacks.PipelineCallback` works too). Setting
+        ``pipe._interrupt = True`` from a callback stops the loop after that step.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        n = len(prompts)
+        from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("pass exactly one of prompt and prompt_embeds")
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        tensor_inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
+        unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} not in {self._callback_tensor_inputs}")
+        self._guidance_scale, self._interrupt = guidance_scale, False
         device = self._execution_device
         res = self.config.resolution
         height, width = height or res, width or res
@@ -94,32 +190,34 @@ class MSDMPipeline(DiffusionPipeline):
         if height % f or width % f:
             raise ValueError(f"height and width must be multiples of the VAE factor {f}, got {height}×{width}")
 
-        cond, cond_mask = self.encode_prompts(prompts)
-        do_cfg = guidance_scale > 1.0
-        if do_cfg:
-            neg = [""] * n if negative_prompt is None else (
-                [negative_prompt] * n if isinstance(negative_prompt, str)
-                else [p for p in negative_prompt for _ in range(num_images_per_prompt)]
-            )
-            uncond, uncond_mask = self.encode_prompts(neg)
-            states, mask = torch.cat([uncond, cond]), torch.cat([uncond_mask, cond_mask])
-        else:
-            states, mask = cond, cond_mask
-
-        shape = (n, self.unet.config.in_channels, height // f, width // f)
+        do_cfg = self.do_classifier_free_guidance
+        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
+            self.encode_prompt(prompt, num_images_per_prompt, do_cfg, negative_prompt, prompt_embeds,
+                               negative_prompt_embeds, prompt_attention_mask, negative_prompt_attention_mask))
+        n = prompt_embeds.shape[0]
         dtype = self.unet.dtype
+
+        def condition():
+            if do_cfg:
+                return (torch.cat([negative_prompt_embeds, prompt_embeds]).to(dtype),
+                        torch.cat([negative_prompt_attention_mask, prompt_attention_mask]).to(device))
+            return prompt_embeds.to(dtype), prompt_attention_mask.to(device)
+
+        states, mask = condition()
+        shape = (n, self.unet.config.in_channels, height // f, width // f)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
         step_kwargs = {}
         if "eta" in self.scheduler.step.__code__.co_varnames:
             step_kwargs["eta"] = eta
         if "generator" in self.scheduler.step.__code__.co_varnames:
             step_kwargs["generator"] = generator
-        states, mask = states.to(dtype), mask.to(device)
-        for t in self.progress_bar(self.scheduler.timesteps):
+        for i, t in enumerate(self.progress_bar(timesteps)):
             x_in = torch.cat([latents] * 2) if do_cfg else latents
             x_in = self.scheduler.scale_model_input(x_in, t)
             eps = self.unet(x_in, t, states, mask).sample
@@ -127,6 +225,17 @@ class MSDMPipeline(DiffusionPipeline):
                 eps_u, eps_c = eps.chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
             latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                local = {"latents": latents, "prompt_embeds": prompt_embeds,
+                         "negative_prompt_embeds": negative_prompt_embeds}
+                out = callback_on_step_end(self, i, t, {k: local[k] for k in tensor_inputs}) or {}
+                latents = out.pop("latents", latents)
+                if "prompt_embeds" in out or "negative_prompt_embeds" in out:
+                    prompt_embeds = out.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = out.pop("negative_prompt_embeds", negative_prompt_embeds)
+                    states, mask = condition()
+            if self._interrupt:
+                break
 
         images = self.decode_latents(latents)
         self.maybe_free_model_hooks()
@@ -148,8 +257,15 @@ class MSDMPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
         """Atomic: write into a temporary sibling folder, then rename it into place."""
+        import json
+
         with atomic_directory(save_directory) as tmp:
             super().save_pretrained(tmp, safe_serialization=safe_serialization, **kwargs)
+            # for whoever opens the folder (diffusers ignores keys starting with "_")
+            index = tmp / "model_index.json"
+            config = json.loads(index.read_text())
+            config["_load_with"] = LOAD_HINT
+            index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -173,6 +289,25 @@ class MSDMPipeline(DiffusionPipeline):
         finally:
             if silence:
                 diffusers_logging.enable_progress_bar()
+
+
+def _register_with_diffusers() -> None:
+    """Make ``diffusers.MSDMPipeline`` resolve, so ``DiffusionPipeline.from_pretrained(folder)`` loads an exported
+    folder once msdm's pipeline is imported (diffusers looks the ``_class_name`` of ``model_index.json`` up in its
+    own namespace, and loads the components only from modules already imported). Nothing of diffusers is
+    replaced; the name is added only if it is free."""
+    import diffusers
+
+    import msdm.models.unet  # noqa: F401 - the component classes model_index.json names
+    import msdm.models.vae  # noqa: F401
+
+    if getattr(diffusers, "_objects", None) is not None:  # diffusers' lazy module: looked up before the import map
+        diffusers._objects.setdefault(MSDMPipeline.__name__, MSDMPipeline)
+    if MSDMPipeline.__name__ not in vars(diffusers):
+        setattr(diffusers, MSDMPipeline.__name__, MSDMPipeline)
+
+
+_register_with_diffusers()
 
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -105,3 +105,84 @@ def test_from_pretrained_in_a_fresh_interpreter(pipe, tmp_path):
                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["MSDMUNet", "MSDMVAE"]
+
+
+# ---- diffusers' standard arguments -------------------------------------------------------------------------------
+
+
+def test_prompt_embeds_give_the_images_of_the_prompt_path(pipe):
+    ref = _run(pipe, negative_prompt="blurry")
+    pe, pm, ne, nm = pipe.encode_prompt(PROMPTS, num_images_per_prompt=2, negative_prompt="blurry")
+    assert pe.shape[0] == 4 and ne.shape == pe.shape and pm.shape == pe.shape[:2]
+    g = [torch.Generator().manual_seed(i) for i in range(4)]
+    got = pipe(prompt_embeds=pe, prompt_attention_mask=pm, negative_prompt_embeds=ne,
+               negative_prompt_attention_mask=nm, num_inference_steps=6, generator=g, output_type="pt").images
+    torch.testing.assert_close(got, ref, atol=0, rtol=0)
+    # un-repeated embeddings + num_images_per_prompt, and the default negative ("") encoded by the pipeline
+    pe1, pm1, _, _ = pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=False)
+    g = [torch.Generator().manual_seed(i) for i in range(4)]
+    got = pipe(prompt_embeds=pe1, prompt_attention_mask=pm1, num_images_per_prompt=2, num_inference_steps=6,
+               generator=g, output_type="pt").images
+    torch.testing.assert_close(got, _run(pipe), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        pipe(PROMPTS, prompt_embeds=pe1)
+    with pytest.raises(ValueError, match="same shape"):
+        pipe(prompt_embeds=pe1, negative_prompt_embeds=ne)
+
+
+def test_callback_on_step_end_sees_every_step_and_can_change_the_latents(pipe):
+    from diffusers.callbacks import PipelineCallback
+
+    seen = []
+
+    def watch(p, i, t, kwargs):
+        seen.append((i, int(t), tuple(kwargs)))
+        assert p.num_timesteps == 6 and p.guidance_scale == 4.5 and p.do_classifier_free_guidance
+        return kwargs
+
+    torch.testing.assert_close(_run(pipe, callback_on_step_end=watch,
+                                    callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]), _run(pipe),
+                               atol=0, rtol=0)
+    assert [s[0] for s in seen] == list(range(6)) and seen[0][2] == ("latents", "prompt_embeds")
+    assert [s[1] for s in seen] == [int(t) for t in pipe.scheduler.timesteps]
+
+    def zero_last(p, i, t, kwargs):  # what a callback returns replaces the pipeline's tensor
+        return {"latents": torch.zeros_like(kwargs["latents"])} if i == p.num_timesteps - 1 else {}
+
+    zeroed = _run(pipe, callback_on_step_end=zero_last)
+    torch.testing.assert_close(zeroed, pipe.decode_latents(torch.zeros(4, 4, 16, 16)), atol=1e-6, rtol=0)
+
+    class Stop(PipelineCallback):  # diffusers' callback classes work too; _interrupt ends the loop
+        tensor_inputs = ["latents"]
+
+        def callback_fn(self, p, i, t, kwargs):
+            seen.append(("stop", i))
+            p._interrupt = i == 1
+            return kwargs
+
+    seen.clear()
+    _run(pipe, callback_on_step_end=Stop())
+    assert seen == [("stop", 0), ("stop", 1)]
+    with pytest.raises(ValueError, match="not in"):
+        _run(pipe, callback_on_step_end=watch, callback_on_step_end_tensor_inputs=["noise"])
+
+
+def test_diffusion_pipeline_from_pretrained_loads_an_exported_folder(pipe, tmp_path):
+    """diffusers' generic loader works once msdm.pipeline is imported; a fresh interpreter without msdm gets diffusers'
+    error, and the folder's model_index.json says how to load it."""
+    import json
+    import subprocess
+    import sys
+
+    from diffusers import DiffusionPipeline
+
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = DiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(loaded) is MSDMPipeline
+    loaded.set_progress_bar_config(disable=True)
+    torch.testing.assert_close(_run(loaded), _run(pipe), atol=0, rtol=0)
+    assert "MSDMPipeline.from_pretrained" in json.loads((tmp_path / "pipe" / "model_index.json").read_text())["_load_with"]
+    code = f"from diffusers import DiffusionPipeline; DiffusionPipeline.from_pretrained({str(tmp_path / 'pipe')!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0 and "MSDMPipeline" in proc.stderr
