@@ -28,7 +28,6 @@ from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
 from msdm.models.text_encoder import encode_text
 
-
 LOAD_HINT = ("from msdm.pipeline import MSDMPipeline; MSDMPipeline.from_pretrained(folder)  (or import msdm.pipeline "
              "before diffusers.DiffusionPipeline.from_pretrained(folder))")
 

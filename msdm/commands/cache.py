@@ -37,8 +37,8 @@ def run(args) -> int:
     from lightning.pytorch import LightningDataModule, LightningModule
 
     from lightning_modules.cli import MSDMLightningCLI, default_config_files
-    from msdm.errors import InputError
     from msdm.cache.fill import env_rank_world
+    from msdm.errors import InputError
     from msdm.progress import ProgressIterable
 
     overrides = list(args.overrides)
