@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from lightning_modules.lora_base import LoRAModuleBase, visiting
+from lightning_modules.weights_info import weights_revision
 from msdm.lora.adapters import add_lora, default_targets, make_lora_config
 from msdm.lora.bases import FLUX_PARTS, load_parts, parse_dtype
 from msdm.lora.conditioning import encode_flux_prompts
@@ -277,8 +278,10 @@ class FluxLoRAModule(LoRAModuleBase):
         self.transformer.eval()
         try:
             dtype = parse_dtype(hp.frozen_dtype)
-            out = self._pipeline()(prompt_embeds=embeds.to(dtype), pooled_prompt_embeds=pooled.to(dtype),
-                                   num_images_per_prompt=1, generator=gen, output_type="pt", **kw, **sampling).images
+            with self.lora_as_loaded():  # the adapter as the saved file loads into a stock pipeline of this dtype
+                out = self._pipeline()(prompt_embeds=embeds.to(dtype), pooled_prompt_embeds=pooled.to(dtype),
+                                       num_images_per_prompt=1, generator=gen, output_type="pt", **kw,
+                                       **sampling).images
         finally:
             self.transformer.train(was_training)
         return out.float().clamp(0, 1).cpu()
@@ -290,6 +293,7 @@ class FluxLoRAModule(LoRAModuleBase):
             "base_model": hp.model,
             "revision": hp.revision,
             "lora_rank": hp.rank,
+            "lora_weights": weights_revision(self),  # the training step of the LoRA (a loaded checkpoint's too)
             "lora_alpha": hp.alpha if hp.alpha is not None else hp.rank,
             "sampler": "FlowMatchEulerDiscreteScheduler",
             "steps": hp.num_inference_steps,

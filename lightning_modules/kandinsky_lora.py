@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from lightning_modules.lora_base import LoRAModuleBase
+from lightning_modules.weights_info import weights_revision
 from msdm.lora.adapters import add_lora, default_targets, make_lora_config
 from msdm.lora.bases import KANDINSKY_DECODER_PARTS, KANDINSKY_PRIOR_PARTS, load_parts, parse_dtype
 from msdm.lora.conditioning import clip_image_embeds, encode_kandinsky_prompts
@@ -239,8 +240,9 @@ class KandinskyLoRAModule(LoRAModuleBase):
         was_training = self.lora_model.training
         self.lora_model.eval()
         try:
-            out = pipe(list(prompts), num_images_per_prompt=num_images_per_prompt, generator=gen, output_type="pt",
-                       **kw, **sampling).images
+            with self.lora_as_loaded():  # the adapter as the saved file loads into a stock pipeline of this dtype
+                out = pipe(list(prompts), num_images_per_prompt=num_images_per_prompt, generator=gen,
+                           output_type="pt", **kw, **sampling).images
         finally:
             self.lora_model.train(was_training)
         # KandinskyV22Pipeline returns MoVQ output in [-1, 1] for output_type="pt": map, never min-max stretch.
@@ -258,6 +260,7 @@ class KandinskyLoRAModule(LoRAModuleBase):
             "prior_lora": "(this module)" if self.stage == "prior" else hp.prior_lora,
             "decoder_lora": "(this module)" if self.stage == "decoder" else hp.decoder_lora,
             "lora_rank": hp.rank,
+            "lora_weights": weights_revision(self),  # the training step of the LoRA (a loaded checkpoint's too)
             "lora_alpha": hp.alpha if hp.alpha is not None else hp.rank,
             "sampler": type(pipe.scheduler).__name__ if pipe is not None else "DDPMScheduler",
             "prior_sampler": "UnCLIPScheduler",

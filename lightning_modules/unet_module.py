@@ -19,12 +19,14 @@ import torch
 
 from lightning_modules.ema import EMA
 from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
+from lightning_modules.weights_info import remember_checkpoint, weights_revision
 from msdm.diffusion import (
     REFERENCE_STEPS,
     diffusion_loss,
     drop_captions,
     keyed_noise,
     make_sampler,
+    sampler_name,
     training_scheduler,
 )
 from msdm.models.loading import load_vae
@@ -544,6 +546,7 @@ class MSDMUNetModule(pl.LightningModule):
             checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint):
+        remember_checkpoint(self, checkpoint)  # generation_info() names the checkpoint's step, also without a Trainer
         sd = checkpoint["state_dict"]
         for k, v in super().state_dict().items():
             if k.startswith(FROZEN_PREFIXES) and k not in sd:
@@ -596,6 +599,9 @@ class MSDMUNetModule(pl.LightningModule):
             num_inference_steps=num_inference_steps or self.hparams.num_inference_steps,
             eta=self.hparams.eta if eta is None else eta,
         )
+        # what generation_info() reports: the settings this call used, not only the constructor's defaults
+        self._last_sampling = {"sampler": sampler_name(pipe.scheduler), "steps": kwargs["num_inference_steps"],
+                               "guidance_scale": kwargs["guidance_scale"], "eta": kwargs["eta"]}
         try:
             with self.ema.swapped_in() if self.ema is not None else nullcontext():
                 for *_, imgs in generate_images(pipe, prompts, num_images_per_prompt, seed, batch_size, **kwargs):
@@ -605,16 +611,21 @@ class MSDMUNetModule(pl.LightningModule):
         return torch.cat(out) if out else torch.empty(0, 3, self.resolution, self.resolution)
 
     def generation_info(self) -> dict:
+        """What reproduces this module's images: the weights' training step (a loaded checkpoint's, also without a
+        Trainer) and the sampling settings of the last :meth:`generate` (the constructor's before any)."""
         h = self.hparams
+        used = getattr(self, "_last_sampling", None) or {
+            "sampler": sampler_name(make_sampler(h.sampler, dict(self.scheduler.config))),
+            "steps": h.num_inference_steps, "guidance_scale": h.guidance_scale, "eta": h.eta}
         return {
             "model": f"MSDM-{h.preset}",
-            "revision": f"epoch={self.current_epoch},step={self.global_step}",
+            "revision": weights_revision(self),
             "text_encoder": h.text_encoder,
-            "sampler": h.sampler,
-            "steps": h.num_inference_steps,
-            "guidance_scale": h.guidance_scale,
+            "sampler": used["sampler"],
+            "steps": used["steps"],
+            "guidance_scale": used["guidance_scale"],
             "guidance_convention": "diffusers: uncond + s*(cond - uncond)",
-            "eta": h.eta,
+            "eta": used["eta"],
         }
 
     def export(self, path: str, sampler: str | None = None) -> None:

@@ -121,3 +121,21 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_last_good_checkpoint(vae_
 def test_generation_info_names_the_sampling_settings(vae_ckpt, tiny_text_encoder):
     info = _unet(vae_ckpt, tiny_text_encoder, guidance_scale=3.0).generation_info()
     assert info["model"] == "MSDM-tiny" and info["sampler"] == "ddim" and info["guidance_scale"] == 3.0
+
+
+def test_generation_info_after_load_from_checkpoint(vae_ckpt, tiny_text_encoder, kvasir_samples, tmp_path):
+    """A module restored without a Trainer names the checkpoint's epoch and step (not 0), and the sampler, steps and
+    guidance of the generate() call that made the images (not only the constructor's defaults)."""
+    m = _unet(vae_ckpt, tiny_text_encoder, sampler="dpm", guidance_scale=3.0)
+    tr = _trainer(tmp_path, max_epochs=2, max_steps=3, enable_checkpointing=False)
+    tr.fit(m, make_loader(kvasir_samples))
+    tr.save_checkpoint(tmp_path / "u.ckpt")
+    loaded = MSDMUNetModule.load_from_checkpoint(tmp_path / "u.ckpt")
+    info = loaded.generation_info()
+    assert info["revision"] == f"epoch={tr.current_epoch},step=3" and tr.global_step == 3
+    assert info["sampler"] == "dpm++" and info["guidance_scale"] == 3.0  # the canonical name of the alias "dpm"
+    loaded.generate(["Generate an image with 1 polyp."], seed=0, sampler="dpm++sde", num_inference_steps=2,
+                    guidance_scale=2.0)
+    info = loaded.generation_info()
+    assert (info["sampler"], info["steps"], info["guidance_scale"]) == ("dpm++sde", 2, 2.0)
+    assert info["revision"] == f"epoch={tr.current_epoch},step=3"

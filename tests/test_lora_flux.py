@@ -184,3 +184,55 @@ def test_bf16_frozen_weights_train_and_generate(tiny_flux, kvasir):
     assert m.text_cache().get("", kvasir[0]["caption"])["prompt_embeds"].dtype == torch.bfloat16
     img = m.generate(MEDVQA_CAPTIONS[:1], seed=0)
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
+
+
+def _random_lora(m, seed=0, scale=0.3):
+    """Non-zero LoRA B matrices (a trained adapter's effect, without training)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def test_bf16_validation_images_equal_the_stock_bf16_pipeline_with_the_saved_lora(tiny_flux, tmp_path):
+    """With the shipped bf16 settings, generate() (what SampleGrid and the metric callbacks show) is what a user gets
+    from FluxPipeline(torch_dtype=bf16).load_lora_weights(saved folder): the adapter is used in the dtype the file
+    loads as, while the fp32 master weights train on unchanged."""
+    from diffusers import FluxPipeline
+
+    m = make(tiny_flux, frozen_dtype="bfloat16")
+    _random_lora(m)
+    masters = {n: p.detach().clone() for n, p in m.named_parameters() if "lora_" in n}
+    m.save_lora(str(tmp_path / "lora"))
+    mine = m.generate(MEDVQA_CAPTIONS[:2], seed=0)
+    pipe = FluxPipeline.from_pretrained(tiny_flux, torch_dtype=torch.bfloat16, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(tmp_path / "lora"))
+    stock = pipe(MEDVQA_CAPTIONS[:2], height=32, width=32, num_inference_steps=2, max_sequence_length=MAX_LEN,
+                 output_type="pt", generator=torch.Generator().manual_seed(0)).images.float()
+    torch.testing.assert_close(mine, stock, atol=0, rtol=0)
+    assert all(p.dtype == torch.float32 and torch.equal(p, masters[n]) for n, p in m.named_parameters() if "lora_" in n)
+    # the fp32 adapter (what validation used before) gives other images: the comparison above can fail
+    text = m.encode_prompts(MEDVQA_CAPTIONS[:2])
+    with torch.no_grad():
+        fp32 = m._pipeline()(prompt_embeds=text["prompt_embeds"], pooled_prompt_embeds=text["pooled_prompt_embeds"],
+                             height=32, width=32, num_inference_steps=2, output_type="pt",
+                             generator=torch.Generator().manual_seed(0)).images.float()
+    assert (fp32 - stock).abs().max() > 1e-3
+
+
+def test_load_from_checkpoint_is_quiet_and_names_the_checkpoint_step(tiny_flux, kvasir, tmp_path):
+    """Frozen base weights are absent from a LoRA checkpoint by design: loading it must not warn about each of them
+    (thousands for FLUX); generation_info() names the checkpoint's step without a Trainer."""
+    m = make(tiny_flux, text_cache_dir=None)
+    t = trainer(tmp_path, max_steps=2)
+    t.fit(m, DataLoader(torch.utils.data.Subset(kvasir, [0, 1]), batch_size=1))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        reloaded = FluxLoRAModule.load_from_checkpoint(t.checkpoint_callback.best_model_path)
+    keys = [str(x.message) for x in w if "keys" in str(x.message).lower()]
+    assert not keys, keys[0][:300]
+    assert reloaded.generation_info()["lora_weights"] == "epoch=0,step=2"
+    for (n, a), (_, b) in zip(m.state_dict().items(), reloaded.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=n)

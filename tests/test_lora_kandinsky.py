@@ -201,3 +201,45 @@ def test_bf16_frozen_weights_train_and_generate(tiny_kandinsky, kvasir_batch):
     assert torch.isfinite(loss) and all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.lora_parameters())
     img = m.generate(CAPTIONS[:1], seed=0)
     assert img.shape == (1, 3, 32, 32) and img.dtype == torch.float32 and torch.isfinite(img).all()
+
+
+def test_bf16_validation_images_equal_stock_bf16_pipelines_with_the_saved_lora(tiny_kandinsky, tmp_path):
+    """Decoder stage with the shipped bf16 frozen weights: generate() equals the stock bf16 prior + decoder (the
+    combined pipeline built from stock-loaded parts) with the saved LoRA loaded by the documented call."""
+    from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+    m = make("decoder", tiny_kandinsky, frozen_dtype="bfloat16")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    m.save_lora(str(tmp_path / "lora"))
+    mine = m.generate(CAPTIONS[:2], seed=0)
+    prior = KandinskyV22PriorPipeline.from_pretrained(tiny_kandinsky[0], torch_dtype=torch.bfloat16,
+                                                      local_files_only=True)
+    dec = KandinskyV22Pipeline.from_pretrained(tiny_kandinsky[1], torch_dtype=torch.bfloat16, local_files_only=True)
+    dec.unet.load_lora_adapter(str(tmp_path / "lora"), weight_name="pytorch_lora_weights.safetensors", prefix=None)
+    assert {p.dtype for n, p in dec.unet.named_parameters() if "lora_" in n} == {torch.bfloat16}
+    pipe = KandinskyV22CombinedPipeline(
+        unet=dec.unet, scheduler=dec.scheduler, movq=dec.movq, prior_prior=prior.prior,
+        prior_image_encoder=prior.image_encoder, prior_text_encoder=prior.text_encoder,
+        prior_tokenizer=prior.tokenizer, prior_scheduler=prior.scheduler, prior_image_processor=prior.image_processor)
+    pipe.set_progress_bar_config(disable=True)
+    stock = pipe(CAPTIONS[:2], height=32, width=32, num_inference_steps=2, prior_num_inference_steps=2,
+                 guidance_scale=4.0, prior_guidance_scale=4.0, output_type="pt",
+                 generator=torch.Generator().manual_seed(0)).images
+    torch.testing.assert_close(mine, ((stock.float() + 1) / 2).clamp(0, 1), atol=0, rtol=0)
+    assert all(p.dtype == torch.float32 for n, p in m.named_parameters() if "lora_" in n)  # masters unchanged
+
+
+def test_load_from_checkpoint_is_quiet_and_names_the_checkpoint_step(tiny_kandinsky, kvasir_dir, tmp_path):
+    m = make("prior", tiny_kandinsky)
+    t = trainer(tmp_path, max_steps=2)
+    t.fit(m, _loader(kvasir_dir, 2))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        reloaded = KandinskyLoRAModule.load_from_checkpoint(t.checkpoint_callback.best_model_path)
+    keys = [str(x.message) for x in w if "keys" in str(x.message).lower()]
+    assert not keys, keys[0][:300]
+    assert reloaded.generation_info()["lora_weights"] == "epoch=1,step=2"
