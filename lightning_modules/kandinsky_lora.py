@@ -29,7 +29,7 @@ from lightning_modules.weights_info import weights_revision
 from msdm.lora.adapters import add_lora, default_targets, make_lora_config
 from msdm.lora.bases import KANDINSKY_DECODER_PARTS, KANDINSKY_PRIOR_PARTS, load_parts, parse_dtype
 from msdm.lora.conditioning import clip_image_embeds, encode_kandinsky_prompts
-from msdm.lora.losses import kandinsky_decoder_loss, kandinsky_prior_loss
+from msdm.lora.losses import MIN_SNR_VARIANTS, kandinsky_decoder_loss, kandinsky_prior_loss
 from msdm.lora.published import KANDINSKY22_DECODER_ID, KANDINSKY22_PRIOR_ID
 from msdm.lora.save import LORA_WEIGHT_NAME, load_model_lora, save_model_lora
 
@@ -49,7 +49,11 @@ class KandinskyLoRAModule(LoRAModuleBase):
         init_lora_weights: peft initialisation (``"gaussian"`` as the reference; B = 0 either way).
         learning_rate, adam_*: AdamW (reference: 1e-4, betas 0.9/0.999, no weight decay, eps 1e-8).
         lr_warmup_steps: linear warm-up steps, then constant (reference: constant).
-        snr_gamma: min-SNR-gamma loss weighting (reference example: 5; ``None`` = off).
+        snr_gamma: min-SNR-γ loss weighting (reference example: 5; ``None`` = off).
+        snr_variant: ``"hang2023"`` (default; Hang et al. 2023 for the model's target: ``min(SNR, γ)`` for the
+            x0-predicting prior, as diffusers' ``train_text_to_image_prior.py``) or ``"reference"`` (the paper's
+            scripts: ``min(SNR, γ) / SNR`` also for the prior, which down-weights its low-noise steps). The same for
+            the ε-predicting decoder. See :mod:`msdm.lora.losses`.
         prior_noise_schedule: noise schedule of prior training: ``"prior"`` = the prior's own UnCLIP (cosine)
             schedule, the one it samples with (diffusers' ``train_text_to_image_prior.py``); ``"decoder"`` = the
             decoder's linear DDPM schedule, which the paper's reference script used.
@@ -84,6 +88,7 @@ class KandinskyLoRAModule(LoRAModuleBase):
         adam_epsilon: float = 1e-8,
         lr_warmup_steps: int = 0,
         snr_gamma: float | None = None,
+        snr_variant: str = "hang2023",
         prior_noise_schedule: str = "prior",
         frozen_dtype: str = "float32",
         gradient_checkpointing: bool = False,
@@ -104,6 +109,8 @@ class KandinskyLoRAModule(LoRAModuleBase):
         super().__init__()
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if snr_variant not in MIN_SNR_VARIANTS:
+            raise ValueError(f"snr_variant must be one of {MIN_SNR_VARIANTS}, got {snr_variant!r}")
         if prior_noise_schedule not in ("prior", "decoder"):
             raise ValueError(f"prior_noise_schedule must be 'prior' or 'decoder', got {prior_noise_schedule!r}")
         self.save_hyperparameters()
@@ -169,12 +176,12 @@ class KandinskyLoRAModule(LoRAModuleBase):
             text = encode_kandinsky_prompts(self.tokenizer, self.text_encoder, batch["caption"], device=self.device)
             return kandinsky_prior_loss(
                 self.prior, image_embeds, text["text_embeds"], text["text_hidden_states"], text["text_mask"],
-                self.noise_scheduler, generator=generator, snr_gamma=gamma,
+                self.noise_scheduler, generator=generator, snr_gamma=gamma, snr_variant=self.hparams.snr_variant,
             )
         with torch.no_grad():
             latents = self.movq.encode(pixels.to(self.movq.dtype)).latents
         return kandinsky_decoder_loss(self.unet, latents, image_embeds, self.noise_scheduler, generator=generator,
-                                      snr_gamma=gamma)
+                                      snr_gamma=gamma, snr_variant=self.hparams.snr_variant)
 
     # ------------------------------------------------------------------ LoRA files
     def save_lora(self, directory: str) -> Path:

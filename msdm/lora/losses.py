@@ -14,8 +14,19 @@ uninterrupted one.
   ``eps - x0``; timesteps from ``compute_density_for_timestep_sampling`` and loss weights from
   ``compute_loss_weighting_for_sd3``; latents packed / unpacked and image ids built by the pipeline's own helpers.
 
-Both Kandinsky losses take the reference's optional min-SNR-gamma weighting (Hang et al. 2023):
-``w = min(SNR, gamma) / SNR`` (``SNR + 1`` in the denominator for v-prediction), via diffusers' ``compute_snr``.
+Both Kandinsky losses take an optional min-SNR-γ weighting (:func:`min_snr_weights`, two named variants):
+
+- ``"hang2023"`` (default): Hang et al. 2023, *Efficient Diffusion Training via Min-SNR Weighting Strategy* (ICCV),
+  written for the model's own target: ``min(SNR, γ)`` for x0-prediction, ``min(SNR, γ) / SNR`` for ε-prediction,
+  ``min(SNR, γ) / (SNR + 1)`` for v-prediction — what diffusers' ``train_text_to_image_prior.py`` and
+  ``train_text_to_image.py`` do. For the x0-predicting prior it caps the weight of the *noisy* end (small SNR keeps
+  weight SNR) and gives every clean-ish step weight γ.
+- ``"reference"``: the Prompt to Polyp team's ``kandinsky2_prior_lora_train.py`` / ``..._decoder_lora_train.py``,
+  which use the ε-prediction form ``min(SNR, γ) / SNR`` whatever the target (``/ (SNR + 1)`` for v). For the x0
+  prior that is the opposite emphasis: weights 0.0036 / 1 / 1 at t = 10 / 500 / 990 (γ = 5, the prior's cosine
+  schedule) against 5 / 0.97 / 0.0002 for Hang et al. Kept to reproduce the paper's runs.
+
+For the ε-predicting decoder both variants are the same weight. SNR comes from diffusers' ``compute_snr``.
 """
 
 from __future__ import annotations
@@ -32,21 +43,31 @@ def _timesteps(num_train_timesteps: int, batch: int, device, generator) -> torch
     return torch.randint(0, num_train_timesteps, (batch,), device=device, generator=generator).long()
 
 
-def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, snr_gamma: float) -> torch.Tensor:
-    """Per-sample min-SNR-gamma weights, as the reference scripts compute them."""
+MIN_SNR_VARIANTS = ("hang2023", "reference")
+
+
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, snr_gamma: float,
+                    variant: str = "hang2023") -> torch.Tensor:
+    """Per-sample min-SNR-γ weights for the scheduler's ``prediction_type`` (module docstring for the variants)."""
     from diffusers.training_utils import compute_snr
 
+    if variant not in MIN_SNR_VARIANTS:
+        raise ValueError(f"min-SNR variant must be one of {MIN_SNR_VARIANTS}, got {variant!r}")
     snr = compute_snr(noise_scheduler, timesteps)
     clipped = torch.clamp(snr, max=snr_gamma)
-    if noise_scheduler.config.prediction_type == "v_prediction":
+    kind = noise_scheduler.config.prediction_type
+    if kind == "v_prediction":
         return clipped / (snr + 1)
-    return clipped / snr
+    if kind == "sample" and variant == "hang2023":
+        return clipped  # Hang et al. 2023: the x0 loss weighted min(SNR, γ)
+    return clipped / snr  # ε-prediction (both variants); x0 under the reference scripts' formula
 
 
-def _reduce(per_elem: torch.Tensor, noise_scheduler, timesteps, snr_gamma: float | None) -> torch.Tensor:
+def _reduce(per_elem: torch.Tensor, noise_scheduler, timesteps, snr_gamma: float | None,
+            snr_variant: str = "hang2023") -> torch.Tensor:
     per_sample = per_elem.mean(dim=list(range(1, per_elem.ndim)))
     if snr_gamma is not None and snr_gamma > 0:
-        per_sample = per_sample * min_snr_weights(noise_scheduler, timesteps, snr_gamma)
+        per_sample = per_sample * min_snr_weights(noise_scheduler, timesteps, snr_gamma, snr_variant)
     return per_sample.mean()
 
 
@@ -59,8 +80,10 @@ def kandinsky_prior_loss(
     noise_scheduler,
     generator: torch.Generator | None = None,
     snr_gamma: float | None = None,
+    snr_variant: str = "hang2023",
 ) -> torch.Tensor:
-    """MSE between the prior's x0 prediction and the normalised CLIP image embedding ``[B, D]``."""
+    """MSE between the prior's x0 prediction and the normalised CLIP image embedding ``[B, D]``, optionally
+    min-SNR-γ weighted (``snr_variant``: ``"hang2023"`` or the paper's ``"reference"``, see the module docstring)."""
     dtype = next(p for n, p in prior.named_parameters() if "lora_" not in n).dtype
     target = ((image_embeds.float() - prior.clip_mean.float()) / prior.clip_std.float())
     noise = _randn(target.shape, target, generator)
@@ -73,7 +96,7 @@ def kandinsky_prior_loss(
         encoder_hidden_states=text_hidden_states.to(dtype),
         attention_mask=text_mask.bool(),
     ).predicted_image_embedding
-    return _reduce(F.mse_loss(pred.float(), target, reduction="none"), noise_scheduler, t, snr_gamma)
+    return _reduce(F.mse_loss(pred.float(), target, reduction="none"), noise_scheduler, t, snr_gamma, snr_variant)
 
 
 def kandinsky_decoder_loss(
@@ -83,6 +106,7 @@ def kandinsky_decoder_loss(
     noise_scheduler,
     generator: torch.Generator | None = None,
     snr_gamma: float | None = None,
+    snr_variant: str = "hang2023",
 ) -> torch.Tensor:
     """MSE between the U-Net's epsilon prediction (channels 0-3) and the noise added to MoVQ ``latents``."""
     dtype = next(p for n, p in unet.named_parameters() if "lora_" not in n).dtype
@@ -96,7 +120,7 @@ def kandinsky_decoder_loss(
         target = noise_scheduler.get_velocity(latents, noise, t)
     else:
         target = noise
-    return _reduce(F.mse_loss(pred.float(), target, reduction="none"), noise_scheduler, t, snr_gamma)
+    return _reduce(F.mse_loss(pred.float(), target, reduction="none"), noise_scheduler, t, snr_gamma, snr_variant)
 
 
 # --------------------------------------------------------------------------------------------------------------
