@@ -85,7 +85,7 @@ def test_prompt_metrics_without_pairs():
 # ---- DDP: 2 CPU processes with gloo ----
 
 
-def _ddp_worker(rank, world_size, init_file, out_file):
+def _ddp_worker(rank, world_size, init_file, out_file, layout="uneven"):
     import torch.distributed as dist
 
     # A forked child must not enter the OpenMP pool the parent already used (libgomp is not fork-safe: it hangs)
@@ -99,14 +99,18 @@ def _ddp_worker(rank, world_size, init_file, out_file):
     fd.set_reference_stats(*feature_statistics(real_all))
     pm = PromptMetrics()
     pm.set_real_features(real_features_by_prompt(real_ids, mapping, gen))
-    # uneven sharding: rank 0 gets prompts 1, 3, 4, 5; rank 1 gets 2 and 6, in reverse order, plus an empty update
-    mine = np.isin(pids, [1, 3, 4, 5]) if rank == 0 else np.isin(pids, [6, 2])
-    idx = np.flatnonzero(mine)[:: 1 if rank == 0 else -1]
-    fd.update(torch.from_numpy(feats[idx]))
-    pm.update(torch.from_numpy(feats[idx]), pids[idx], iids[idx])
-    if rank == 1:
-        fd.update(torch.zeros(0, D))
-        pm.update(torch.zeros(0, D), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    if layout == "uneven":
+        # uneven sharding: rank 0 gets prompts 1, 3, 4, 5; rank 1 gets 2 and 6, in reverse order, plus an empty update
+        mine = np.isin(pids, [1, 3, 4, 5]) if rank == 0 else np.isin(pids, [6, 2])
+        idx = np.flatnonzero(mine)[:: 1 if rank == 0 else -1]
+        fd.update(torch.from_numpy(feats[idx]))
+        pm.update(torch.from_numpy(feats[idx]), pids[idx], iids[idx])
+        if rank == 1:
+            fd.update(torch.zeros(0, D))
+            pm.update(torch.zeros(0, D), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    elif rank == 0:  # "empty-rank": fewer prompts than ranks; rank 1 never calls update at all
+        fd.update(torch.from_numpy(feats))
+        pm.update(torch.from_numpy(feats), pids, iids)
     result = {"fd": fd.compute().item(), **{k: v.item() for k, v in pm.compute().items()}}  # every rank computes
     torch.save(result, f"{out_file}.{rank}")
     dist.barrier()
@@ -114,12 +118,13 @@ def _ddp_worker(rank, world_size, init_file, out_file):
 
 
 @pytest.mark.ddp
-def test_ddp_two_processes_equal_single_process(tmp_path):
+@pytest.mark.parametrize("layout", ["uneven", "empty-rank"])
+def test_ddp_two_processes_equal_single_process(tmp_path, layout):
     import torch.multiprocessing as mp
 
     # fork (CPU-only children, nothing CUDA) starts in a fraction of a second; spawn re-imports torch in each child
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out")), nprocs=2,
+    ctx = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out"), layout), nprocs=2,
                              join=False, start_method=method)
     deadline = time.monotonic() + 300
     while not ctx.join(timeout=2):  # raises if a worker failed

@@ -9,7 +9,9 @@ state and no module state ever holds its weights (GUIDE §4). States sync under 
   same, nothing to sync) or real features given with ``update(x, real=True)`` (summed like the generated side).
 * :class:`PromptMetrics` keeps the features with their prompt id and image index (``cat`` states, gathered across
   ranks) and regroups them by prompt in :meth:`~PromptMetrics.compute`, sorted by (prompt, image index), so the
-  result does not depend on how prompts were sharded over ranks.
+  result does not depend on how prompts were sharded over ranks — also when a rank got no prompt at all and never
+  called ``update`` (it syncs typed empty states; torchmetrics' own placeholder is a float 1-D tensor, which does
+  not match the other ranks' integer ids and aborted the job).
 
 ``compute()`` all-gathers: call it on every rank, never under ``rank_zero_only`` (torchmetrics#2684), and log the
 (identical) result with ``sync_dist=False``.
@@ -128,9 +130,12 @@ class PromptMetrics(Metric):
             raise ValueError(f"pairs must be 'consecutive', a list of (a, b) or None, got {pairs!r}")
         self.pairs = pairs if pairs is None or isinstance(pairs, str) else [(int(a), int(b)) for a, b in pairs]
         self.reference_compatible, self.single_real = bool(reference_compatible), single_real
+        # features are stored flattened (1-D) with their width in feature_dim, so a rank without data can send an
+        # empty state of the same rank and dtype as the others (it does not know the width)
         self.add_state("features", [], dist_reduce_fx="cat")
         self.add_state("prompt_ids", [], dist_reduce_fx="cat")
         self.add_state("image_ids", [], dist_reduce_fx="cat")
+        self.add_state("feature_dim", torch.tensor(0, dtype=torch.long), dist_reduce_fx="max")
         self.real_feats_by_prompt: dict[int, np.ndarray] = {}
         self.per_prompt: dict[int, dict] = {}
         self._next_image: dict[int, int] = {}
@@ -151,9 +156,23 @@ class PromptMetrics(Metric):
                 self._next_image[p] = image_ids[-1] + 1
         iids = torch.as_tensor(image_ids, dtype=torch.long).reshape(-1)
         device = self.device
-        self.features.append(feats.to(device))
+        if len(feats):
+            d = int(self.feature_dim)
+            if d not in (0, feats.shape[1]):
+                raise ValueError(f"features have dimension {feats.shape[1]}, earlier ones {d}")
+            self.feature_dim = torch.tensor(feats.shape[1], dtype=torch.long, device=device)
+        self.features.append(feats.reshape(-1).to(device))
         self.prompt_ids.append(pids.to(device))
-        self.image_ids.append(iids.to(device))
+        self.image_ids.append(iids.to(device).long())
+
+    def sync(self, *args, **kwargs):
+        """Before gathering, give a rank that never called ``update`` typed empty states (module docstring)."""
+        if isinstance(self.features, list) and not self.features:
+            device = self.device
+            self.features.append(torch.zeros(0, dtype=torch.float32, device=device))
+            self.prompt_ids.append(torch.zeros(0, dtype=torch.long, device=device))
+            self.image_ids.append(torch.zeros(0, dtype=torch.long, device=device))
+        return super().sync(*args, **kwargs)
 
     def reset(self) -> None:
         super().reset()
@@ -168,7 +187,7 @@ class PromptMetrics(Metric):
         iids = dim_zero_cat(self.image_ids).cpu().numpy().astype(np.int64)
         if feats.size == 0:
             return {}
-        feats = feats.reshape(len(pids), -1)
+        feats = feats.reshape(len(pids), int(self.feature_dim))
         order = np.lexsort((iids, pids))  # by prompt, then image: independent of the rank layout
         feats, pids = feats[order], pids[order]
         bounds = np.flatnonzero(np.diff(pids)) + 1
