@@ -124,3 +124,17 @@ def test_degenerate_subspace_is_exact_where_sqrtm_is_not():
 def test_paths_agree_with_each_other_tightly(name, f1, f2):
     a, b = frechet_distance(f1, f2, "samples"), frechet_distance(f1, f2, "stats")
     assert a == pytest.approx(b, rel=1e-10)
+
+
+@pytest.mark.parametrize("method", ["samples", "stats", "auto"])
+def test_identical_generated_images_give_the_exact_finite_value(method):
+    """A prompt set of identical images has Σ_gen = 0, so FD = ‖μ_gen − μ_real‖² + tr Σ_real exactly (the sqrt term
+    vanishes). msdm returns that value; the script's sqrtm of the zero matrix was NaN in older SciPy (scipy#7839)."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(20, 768)).astype(np.float32)
+    one = rng.normal(size=(1, 768)).astype(np.float32)
+    gen = np.repeat(one, 10, axis=0)
+    r = real.astype(np.float64)
+    exact = float(((one[0].astype(np.float64) - r.mean(0)) ** 2).sum() + np.trace(np.cov(r, rowvar=False)))
+    got = frechet_distance(gen, real, method=method)
+    assert np.isfinite(got) and got == pytest.approx(exact, rel=1e-12)
