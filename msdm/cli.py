@@ -103,11 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     state = {"debug": debug_requested(), "command": None}
     try:
         return _dispatch(argv, state)
-    except UserError as e:
-        if state["debug"]:
+    except Exception as e:
+        user = _user_error(e, UserError)
+        if user is None or state["debug"]:
             raise
-        print(format_user_error(state["command"], e), file=sys.stderr)
+        print(format_user_error(state["command"], user), file=sys.stderr)
         return 2
+
+
+def _user_error(error: BaseException, family: type) -> BaseException | None:
+    """``error`` if it is one of ours, else the first of ours it was raised from (jsonargparse wraps the errors of a
+    LightningModule's ``__init__`` into a ValueError ``from`` the original)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, family):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _dispatch(argv: list[str], state: dict) -> int:

@@ -12,9 +12,9 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import torch
+    from msdm.models.loading import read_checkpoint
 
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(args.checkpoint)  # a missing or unreadable file is a one-line error (exit 2)
     keys = ckpt.get("state_dict", {})
     if any(k.startswith("unet.") for k in keys):
         from lightning_modules.unet_module import MSDMUNetModule
@@ -29,6 +29,7 @@ def run(args) -> int:
         module.export(args.out)
         print(f"VAE written to {args.out} (load with MSDMVAE.from_pretrained, or pass it as --model.vae)")
     else:
-        print(f"{args.checkpoint}: neither a MSDMUNetModule nor a MSDMVAEModule checkpoint")
-        return 2
+        from msdm.errors import InputError
+
+        raise InputError(f"{args.checkpoint}: neither a MSDMUNetModule nor a MSDMVAEModule checkpoint")
     return 0

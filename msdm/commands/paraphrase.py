@@ -43,10 +43,11 @@ def read_prompt_list(path: str) -> tuple[list[str], dict[str, list[str]]]:
     from pathlib import Path
 
     from msdm.data.captions import read_table
+    from msdm.errors import InputError, PathNotFoundError
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"--prompts {p} not found")
+        raise PathNotFoundError(f"--prompts {p} not found", p)
     filenames: dict[str, list[str]] = {}
     if p.suffix.lower() == ".txt":
         return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()], filenames
@@ -56,7 +57,7 @@ def read_prompt_list(path: str) -> tuple[list[str], dict[str, list[str]]]:
     rows, cols = read_table(p)
     col = next((c for c in ("Prompt", "prompt", "caption", "Caption", "text") if c in cols), None)
     if col is None:
-        raise ValueError(f"{p}: no prompt column (Prompt, prompt, caption, text); it has {cols}")
+        raise InputError(f"{p}: no prompt column (Prompt, prompt, caption, text); it has {cols}")
     fcol = next((c for c in ("Filename", "filename", "file_name", "image") if c in cols), None)
     prompts = []
     for r in rows:

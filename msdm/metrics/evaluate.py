@@ -174,7 +174,7 @@ def real_features(source, extractor: FeatureExtractor, cache_dir: str | os.PathL
 
     def compute():
         ids, feats = [], []
-        with progress_bar(total=len(source.ids), desc=desc, unit="img", disable=desc is None) as bar:
+        with progress_bar(total=len(source.ids), desc=desc, unit="img", leave=False, disable=desc is None) as bar:
             for batch_ids, images in source.iter_batches(batch_size):
                 ids.extend(batch_ids)
                 feats.append(extractor.extract(images, batch_size).numpy())

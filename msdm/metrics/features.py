@@ -212,7 +212,7 @@ class FeatureExtractor(nn.Module):
         from msdm.progress import progress_bar
 
         feats = []
-        with progress_bar(total=len(paths), desc=desc, unit="img", disable=desc is None) as bar:
+        with progress_bar(total=len(paths), desc=desc, unit="img", leave=False, disable=desc is None) as bar:
             for i in range(0, len(paths), batch_size):
                 chunk = paths[i:i + batch_size]
                 feats.append(self.extract([load_image(p) for p in chunk], batch_size))

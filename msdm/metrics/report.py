@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from msdm.errors import InputError, PathNotFoundError
+
 __all__ = ["METRICS", "canonical_name", "find_metrics_file", "load_run_metrics", "aggregate", "markdown_table"]
 
 # (canonical key, column title); ↑ higher is better, ↓ lower is better (Prompt to Polyp Table 2–3)
@@ -36,7 +38,7 @@ def find_metrics_file(run: str | os.PathLike) -> Path:
     if run.is_file():
         return run
     if not run.is_dir():
-        raise FileNotFoundError(f"run not found: {run}")
+        raise PathNotFoundError(f"run not found: {run}", run)
     for name in ("metrics.json", "metrics.csv"):
         if (run / name).is_file():
             return run / name
@@ -44,8 +46,8 @@ def find_metrics_file(run: str | os.PathLike) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise FileNotFoundError(f"no metrics.json or metrics.csv in {run}")
-    raise ValueError(f"{run} holds several metrics files ({', '.join(str(f) for f in found[:4])}…): pass one")
+        raise PathNotFoundError(f"no metrics.json or metrics.csv in {run}", run)
+    raise InputError(f"{run} holds several metrics files ({', '.join(str(f) for f in found[:4])}…): pass one")
 
 
 def load_run_metrics(run: str | os.PathLike) -> dict[str, float]:

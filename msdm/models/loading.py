@@ -12,14 +12,17 @@ from pathlib import Path
 
 import torch
 
+from msdm.errors import InputError, PathNotFoundError
 from msdm.models.presets import build_unet, build_vae
 
 
-def _read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise PathNotFoundError(f"checkpoint not found: {path}", path) from None
     except Exception as e:  # a truncated file or a pickle with objects that are not plain data
-        raise RuntimeError(f"could not read checkpoint {path} with weights_only=True: {e}") from e
+        raise InputError(f"could not read checkpoint {path} with weights_only=True: {e}") from e
 
 
 def _apply_ema(params: list[torch.nn.Parameter], ema_state: dict | None) -> None:
@@ -48,18 +51,19 @@ def load_vae(source: str | os.PathLike, use_ema: bool = True):
             return MSDMVAE.from_pretrained(p, subfolder="vae", use_safetensors=True)
         if (p / "config.json").exists():
             return MSDMVAE.from_pretrained(p, use_safetensors=True)
-        raise FileNotFoundError(f"{p} is neither a VAE folder (config.json) nor a pipeline folder (model_index.json)")
+        raise InputError(f"{p} is neither a VAE folder (config.json) nor a pipeline folder (model_index.json)")
     if not p.is_file():
-        raise FileNotFoundError(
-            f"VAE source {p} does not exist: pass a MSDMVAEModule checkpoint (.ckpt), a VAE folder or a pipeline folder"
+        raise PathNotFoundError(
+            f"VAE source {p.absolute()} does not exist: pass a MSDMVAEModule checkpoint (.ckpt), a VAE folder or a "
+            f"pipeline folder", p
         )
-    ckpt = _read_checkpoint(p)
+    ckpt = read_checkpoint(p)
     hp = ckpt.get("hyper_parameters", {})
     vae = build_vae(hp.get("preset", "paper"), in_channels=hp.get("in_channels", 3), out_channels=hp.get("in_channels", 3),
                     **(hp.get("vae_overrides") or {}))
     state = _submodule_state(ckpt["state_dict"], "vae.")
     if not state:
-        raise RuntimeError(f"{p} holds no 'vae.*' weights: is it a MSDMVAEModule checkpoint?")
+        raise InputError(f"{p} holds no 'vae.*' weights: is it a MSDMVAEModule checkpoint?")
     vae.load_state_dict(state)
     if use_ema:
         _apply_ema([q for q in vae.parameters()], ckpt.get("ema"))
@@ -69,7 +73,7 @@ def load_vae(source: str | os.PathLike, use_ema: bool = True):
 def load_unet_from_checkpoint(source: str | os.PathLike, text_embed_dim: int, use_ema: bool = True):
     """The U-Net of a ``MSDMUNetModule`` checkpoint (the checkpoint holds only the U-Net, see the module)."""
     p = Path(os.path.expanduser(str(source)))
-    ckpt = _read_checkpoint(p)
+    ckpt = read_checkpoint(p)
     hp = ckpt.get("hyper_parameters", {})
     unet = build_unet(hp.get("preset", "paper"), text_embed_dim, **(hp.get("unet_overrides") or {}))
     state = _submodule_state(ckpt["state_dict"], "unet.")
