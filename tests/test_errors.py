@@ -126,6 +126,8 @@ def test_evaluate_fid_only_runs_without_biomedclip_or_mapping(eval_inputs, capsy
     assert rc == 0 and "FID" in out and err == ""
     res = json.loads((eval_inputs["gen"].parent / "m.json").read_text())
     assert set(res["scores"]) == {"FID"} and np.isfinite(res["scores"]["FID"]) and "biomedclip" not in res["extractors"]
+    rc, _, err = run(capsys, "evaluate", str(eval_inputs["gen"]), *eval_inputs["args"])  # feature extraction bars
+    assert rc == 0 and "inception features (generated)" in err and "inception features (real)" in err
 
 
 def test_evaluate_input_errors_are_one_line(eval_inputs, tmp_path, capsys):

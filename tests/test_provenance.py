@@ -216,3 +216,9 @@ def test_sample_grid_writes_provenance(tmp_path):
     assert rec["prompts"] == ["a polyp", "no polyp"] and rec["seed"] == 5 and rec["kind"] == "grid"
     assert rec["model"] == "tiny-colour" and rec["revision"] == "step=4" and rec["epoch"] == 1
     assert rec["synthetic"] is True and rec["num_images_per_prompt"] == 3
+    # generated prompt by prompt (under a progress bar), seeded seed + p·n: the grid of one generate() call
+    from msdm.provenance import save_grid
+
+    whole = TinyGenerator().generate(["a polyp", "no polyp"], num_images_per_prompt=3, seed=5)
+    save_grid(whole, tmp_path / "whole.png", ["a polyp", "no polyp"], 5, {})
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "whole.png")), np.asarray(Image.open(samples / "epoch=0001.png")))
