@@ -162,7 +162,8 @@ class MSDMPipeline(DiffusionPipeline):
         ``guidance_scale`` is in diffusers' convention ``uncond + s·(cond − uncond)``; 4.5 equals the reference's
         3.5 (see :mod:`msdm.diffusion`). ``guidance_scale <= 1`` disables guidance (one network call per step).
         ``eta`` is used by DDIM only (1.0 = the reference's stochastic DDIM). ``output_type``: ``"pil"``,
-        ``"np"`` (float [N, H, W, C] in [0, 1]) or ``"pt"`` (float [N, C, H, W] in [0, 1]).
+        ``"np"`` (float [N, H, W, C] in [0, 1]), ``"pt"`` (float [N, C, H, W] in [0, 1]) or ``"latent"`` (the
+        denoised latents [N, c, h, w] in the U-Net's scaled space, not decoded; as diffusers' pipelines).
 
         diffusers' standard arguments: ``prompt_embeds`` / ``negative_prompt_embeds`` instead of text (with their
         ``*_attention_mask``, see :meth:`encode_prompt`), and ``callback_on_step_end(pipe, step, timestep,
@@ -236,6 +237,9 @@ class MSDMPipeline(DiffusionPipeline):
             if self._interrupt:
                 break
 
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            return ImagePipelineOutput(images=latents) if return_dict else (latents,)
         images = self.decode_latents(latents)
         self.maybe_free_model_hooks()
         if output_type == "pt":
