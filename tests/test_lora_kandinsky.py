@@ -226,11 +226,19 @@ def test_bf16_validation_images_equal_stock_bf16_pipelines_with_the_saved_lora(t
         prior_image_encoder=prior.image_encoder, prior_text_encoder=prior.text_encoder,
         prior_tokenizer=prior.tokenizer, prior_scheduler=prior.scheduler, prior_image_processor=prior.image_processor)
     pipe.set_progress_bar_config(disable=True)
-    stock = pipe(CAPTIONS[:2], height=32, width=32, num_inference_steps=2, prior_num_inference_steps=2,
-                 guidance_scale=4.0, prior_guidance_scale=4.0, output_type="pt",
-                 generator=torch.Generator().manual_seed(0)).images
-    torch.testing.assert_close(mine, ((stock.float() + 1) / 2).clamp(0, 1), atol=0, rtol=0)
+    kw = dict(height=32, width=32, num_inference_steps=2, prior_num_inference_steps=2, guidance_scale=4.0,
+              prior_guidance_scale=4.0, output_type="pt")
+    stock = pipe(CAPTIONS[:2], generator=torch.Generator().manual_seed(0), **kw).images
+    stock = ((stock.float() + 1) / 2).clamp(0, 1)
+    # Not bit-exact: on CPU a bf16 convolution's rounding depends on the memory layout PyTorch propagates into it
+    # (contiguous or channels_last, decided by the strides of tiny activations), which can differ between two
+    # pipelines holding identical weights (seen: 0.02-0.03, depending on what ran before in the process). The adapter's
+    # dtype is a far larger effect: the fp32 adapter (what validation used before) is checked to differ much more.
+    assert (mine - stock).abs().max() < 0.05
     assert all(p.dtype == torch.float32 for n, p in m.named_parameters() if "lora_" in n)  # masters unchanged
+    m.unet.eval()
+    fp32 = m._pipeline()(CAPTIONS[:2], generator=torch.Generator().manual_seed(0), **kw).images
+    assert ((fp32.float() + 1) / 2).clamp(0, 1).sub(stock).abs().max() > 0.2
 
 
 def test_load_from_checkpoint_is_quiet_and_names_the_checkpoint_step(tiny_kandinsky, kvasir_dir, tmp_path):
