@@ -46,7 +46,7 @@ class PolypNet(nn.Module):
       present, multi-label) and ``procedure`` (gastroscopy logit) from the pooled 8x8 features.
     """
 
-    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), hidden: int = 64):
+    def __init__(self, widths: tuple[int, int, int] = (24, 48, 96), hidden: int = 64):
         super().__init__()
         w1, w2, w3 = widths
         self.widths, self.hidden = tuple(widths), int(hidden)
@@ -196,7 +196,7 @@ def load_polyp_detector(path: str | Path | None = None, device: str | torch.devi
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     arch = json.loads(meta.get("architecture", "{}"))
-    net = PolypNet(tuple(arch.get("widths", (32, 64, 128))), arch.get("hidden", 64))
+    net = PolypNet(tuple(arch.get("widths", (24, 48, 96))), arch.get("hidden", 64))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     net.load_state_dict(state)
     net.eval().requires_grad_(False).to(device)
