@@ -82,3 +82,29 @@ def test_module_generate_fn_matches_generate_per_seed(vae_run, tiny_text_encoder
     ref_neg = module.generate([prompts[1]], seed=3)
     torch.testing.assert_close(got, torch.cat([ref_pos, ref_neg]))
     assert isinstance(SceneDetector().detect(got), list)
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_adherence_callback_under_two_process_ddp_equals_one_process(tmp_path, tiny_text_encoder):
+    """Each rank generates its block of seeds; the summed counts equal one process generating every image."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(root / "tests/scripts/ddp_adherence_callback.py"), tiny_text_encoder, str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    assert ranks[0]["result"] == ranks[1]["result"] and ranks[0]["logged"] == ranks[1]["logged"]
+    single = ranks[0]["single"]
+    for attr in DEFAULT_PAIRS:
+        got = ranks[0]["result"][attr]
+        assert (got["pos_count"], got["neg_count"], got["n"]) == (single[attr]["pos_count"],
+                                                                  single[attr]["neg_count"], 5), attr
+    assert ranks[0]["logged"]["adherence/mean_gap"] == pytest.approx(single["mean_gap"])
