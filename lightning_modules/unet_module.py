@@ -409,6 +409,9 @@ class MSDMUNetModule(pl.LightningModule):
         # the empty caption (CFG dropout) and the sample prompts are encoded by every rank; fill_cache does it
         self.fill_cache(loaders, rank=self.global_rank, world_size=trainer.world_size, scheme=scheme,
                         max_batches=max_batches)
+        # Let Lightning build the training loader again after it restores a checkpoint: only then does it load the
+        # loader's mid-epoch position into it (a loader built this early keeps the epoch's start; Lightning#20550).
+        fit_loop._combined_loader = None
         if trainer.world_size > 1:
             trainer.strategy.barrier("msdm-cache-filled")
         self.cache.refresh()  # entries other ranks wrote
@@ -490,9 +493,13 @@ class MSDMUNetModule(pl.LightningModule):
         return loss
 
     def on_train_batch_start(self, batch, batch_idx):
-        reseed_for_step(self)
+        reseed_for_step(self, batch_idx)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        # The EMA follows each optimizer step (not each micro-batch under gradient accumulation), and is updated
+        # before any callback's on_train_batch_end: a checkpoint written there (every_n_train_steps, preemption)
+        # then holds the average that matches its weights, so a resumed run continues it exactly.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update()
 

@@ -65,9 +65,13 @@ class MSDMVAEModule(pl.LightningModule):
         return logs["loss"]
 
     def on_train_batch_start(self, batch, batch_idx):
-        reseed_for_step(self)
+        reseed_for_step(self, batch_idx)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        # The EMA follows each optimizer step (not each micro-batch under gradient accumulation), and is updated
+        # before any callback's on_train_batch_end: a checkpoint written there (every_n_train_steps, preemption)
+        # then holds the average that matches its weights, so a resumed run continues it exactly.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update()
 
