@@ -9,8 +9,9 @@ from lightning_modules.checkpointing import ResumableCheckpoint
 from lightning_modules.flux_lora import FluxLoRAModule
 from lightning_modules.image_logging import SampleGrid
 from lightning_modules.kandinsky_lora import KandinskyLoRAModule
+from lightning_modules.prediction import ChallengeImageWriter
 from lightning_modules.unet_module import MSDMUNetModule
 from lightning_modules.vae_module import MSDMVAEModule
 
 __all__ = ["MSDMVAEModule", "MSDMUNetModule", "KandinskyLoRAModule", "FluxLoRAModule", "SampleGrid", "GenerationMetrics",
-           "ResumableCheckpoint"]
+           "ResumableCheckpoint", "ChallengeImageWriter"]

@@ -50,6 +50,22 @@ class MSDMLightningCLI(LightningCLI):
 
         super().__init__(*args, **kwargs)
 
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        # msdm predict writes images as they come (ChallengeImageWriter): do not also keep them all in memory
+        if sub == "predict" and self.config[sub].get("return_predictions") is None:
+            self.config[sub].return_predictions = False
+
+    def instantiate_trainer(self, **kwargs):
+        from lightning.pytorch.callbacks import BasePredictionWriter
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
+            from lightning_modules.prediction import ChallengeImageWriter
+
+            trainer.callbacks.append(ChallengeImageWriter())  # images in the challenge layout, with provenance
+        return trainer
+
     def _parse_ckpt_path(self) -> None:
         """Re-parse a checkpoint's hyper-parameters as Lightning does, also for checkpoints written outside the CLI.
 

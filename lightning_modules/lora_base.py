@@ -23,6 +23,7 @@ import lightning as L
 import torch
 
 from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step, step_keys
+from lightning_modules.prediction import predict_step
 from msdm.data import rng
 
 
@@ -124,6 +125,16 @@ class LoRAModuleBase(L.LightningModule):
         loss = self.loss(batch, gen)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["caption"]))
         return loss
+
+    # ------------------------------------------------------------------ msdm predict
+    @torch.no_grad()
+    def generate_with_seeds(self, prompts: list[str], seeds: list[int], **sampling) -> torch.Tensor:
+        """Image ``i`` for ``prompts[i]`` with seed ``seeds[i]`` (``msdm predict``): one ``generate`` call per image, as
+        the stock pipelines draw a whole batch from one generator."""
+        return torch.cat([self.generate([p], 1, seed=int(s), **dict(sampling)) for p, s in zip(prompts, seeds)])
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return predict_step(self, batch)  # PromptDataModule batches -> images (lightning_modules/prediction.py)
 
     # ------------------------------------------------------------------ LoRA export at the end of fit
     def lora_export_dir(self) -> Path | None:

@@ -19,6 +19,7 @@ import torch
 
 from lightning_modules.ema import EMA
 from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
+from lightning_modules.prediction import predict_step
 from msdm.diffusion import (
     REFERENCE_STEPS,
     diffusion_loss,
@@ -610,6 +611,29 @@ class MSDMUNetModule(pl.LightningModule):
         finally:
             self.unet.train(was_training)
         return torch.cat(out) if out else torch.empty(0, 3, self.resolution, self.resolution)
+
+    @torch.no_grad()
+    def generate_with_seeds(self, prompts: list[str], seeds: list[int], batch_size: int = 32,
+                            **sampling) -> torch.Tensor:
+        """Image ``i`` for ``prompts[i]`` drawn with seed ``seeds[i]`` (``msdm predict``), float [N, 3, H, W] in [0, 1]
+        on CPU, EMA weights when on; ``sampling`` as in :meth:`generate`."""
+        from msdm.generation import generate_seeded
+
+        pipe = self.to_pipeline(sampling.pop("sampler", None))
+        h = self.hparams
+        kwargs = {"guidance_scale": sampling.pop("guidance_scale", h.guidance_scale),
+                  "num_inference_steps": sampling.pop("num_inference_steps", None) or h.num_inference_steps,
+                  "eta": sampling.pop("eta", h.eta), **sampling}
+        was_training = self.unet.training
+        self.unet.eval()
+        try:
+            with self.ema.swapped_in() if self.ema is not None else nullcontext():
+                return generate_seeded(pipe, prompts, seeds, batch_size, **kwargs)
+        finally:
+            self.unet.train(was_training)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return predict_step(self, batch)  # msdm predict: PromptDataModule batches -> images (lightning_modules/prediction.py)
 
     def generation_info(self) -> dict:
         h = self.hparams
