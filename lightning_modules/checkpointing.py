@@ -5,8 +5,10 @@ What it adds to ``ModelCheckpoint`` (docs/scaling.md, "Resume, preemption and re
 * **The final steps are saved.** ``ModelCheckpoint(save_last=True)`` writes ``last`` at epoch or validation ends, so
   a run stopped by ``max_steps`` (or ``max_time``, or an early stop) in the middle of an epoch never wrote its last
   steps; here ``last`` is written at the end of fit whenever no checkpoint holds the final global step.
-* **Preemption signals save and stop cleanly.** ``SIGUSR1`` (SLURM's ``--signal=USR1@90``, sent ahead of the time
-  limit) and ``SIGTERM`` (preemption, ``scancel``) only set a flag; at the end of the current training batch — a
+* **Preemption signals save and stop cleanly.** From the first training batch on, ``SIGUSR1`` (SLURM's
+  ``--signal=USR1@90``, sent ahead of the time limit) and ``SIGTERM`` (preemption, ``scancel``) only set a flag (the
+  handlers are installed at ``on_train_start``, after Lightning's own, and removed when training ends or fails); at
+  the end of the current training batch — a
   consistent point: the step is complete and the loops' counters say so — ``last`` is written and the trainer
   stops. Under DDP every rank takes the decision together (one boolean all-reduce per batch). Lightning's own SLURM
   handler instead writes ``hpc_ckpt_N.ckpt`` *inside* the signal handler, i.e. at an arbitrary point of a step, so
