@@ -105,9 +105,9 @@ def _child(kind, mode, assets, root, env_extra=None):
 
 
 # Signals sent by a parent: every stop kind for the MSDM U-Net; kill -9 for every module (the in-process tests above
-# already cover each module's signal path; a subprocess costs ~30 s of imports on a loaded 2-core machine).
-SUBPROCESS_CASES = [("unet", "kill"), ("unet", "sigterm"), ("unet", "sigusr1"),
-                    *[pytest.param(k, "kill", marks=pytest.mark.slow) for k in h.KINDS if k != "unet"]]
+# already cover each module's signal path; a subprocess costs 30-45 s of imports on a loaded 2-core machine: slow).
+SUBPROCESS_CASES = [pytest.param("unet", m, marks=pytest.mark.slow) for m in ("kill", "sigterm", "sigusr1")] + [
+    pytest.param(k, "kill", marks=pytest.mark.slow) for k in h.KINDS if k != "unet"]
 
 
 @pytest.mark.parametrize(("kind", "mode"), SUBPROCESS_CASES)
@@ -124,6 +124,7 @@ def test_subprocess_stop_then_resume_exactly(kind, mode, assets, reference, tmp_
     _check(kind, assets, tmp_path / "last.ckpt", tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_sigusr1_under_slurm_requeues_the_job(assets, tmp_path):
     """With SLURM's environment, SIGUSR1 saves, stops and runs ``scontrol requeue <job id>`` (a stand-in
     ``scontrol`` on PATH records the call: there is no SLURM here)."""

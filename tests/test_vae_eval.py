@@ -41,6 +41,7 @@ def _recon(module, images):
         return module.vae(images, sample_posterior=False).sample.clamp(-1, 1)
 
 
+@pytest.mark.slow  # Inception at 299² on a CPU
 def test_msdm_test_reports_reconstruction_metrics(vae_setup):
     from torchmetrics.functional.image import structural_similarity_index_measure
 
