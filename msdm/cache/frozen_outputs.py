@@ -43,7 +43,9 @@ def build_training_cache(settings: Mapping, datamodule=None, rank: int = 0, vae=
                     # the training pixels' size: the DataModule's (image_size only sizes generated images)
                     "resolution": datamodule_resolution(datamodule), "transform": transform_fingerprint(datamodule),
                     "tag": s["cache_tag"]}
+    chunking = s.get("text_chunking", "none")
     text_parts = {"what": "msdm-text-states", "version": 1, "max_length": s["max_length"],
+                  **({"chunking": chunking} if chunking != "none" else {}),
                   "encoder": text_encoder_fingerprint(s["text_encoder"], s["local_files_only"]),
                   "frozen_dtype": s["frozen_dtype"]}
     directory = None if s["cache_dir"] == "memory" else s["cache_dir"]
