@@ -26,7 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from msdm.diffusion import REFERENCE_STEPS, make_sampler, sampler_name
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
-from msdm.models.text_encoder import encode_text
+from msdm.models.text_encoder import PromptEncoder
 
 LOAD_HINT = ("from msdm.pipeline import MSDMPipeline; MSDMPipeline.from_pretrained(folder)  (or import msdm.pipeline "
              "before diffusers.DiffusionPipeline.from_pretrained(folder))")
@@ -43,10 +43,11 @@ class MSDMPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256):
+    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256,
+                 text_chunking: str = "none"):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        self.register_to_config(resolution=resolution)
+        self.register_to_config(resolution=resolution, text_chunking=text_chunking)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -60,7 +61,11 @@ class MSDMPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return encode_text(self.tokenizer, self.text_encoder, prompts, device=self._execution_device)
+        """Token states and mask, encoded as the U-Net was trained (``text_chunking``: whole prompts or sentence by
+        sentence, :class:`~msdm.models.text_encoder.PromptEncoder`)."""
+        chunking = getattr(self.config, "text_chunking", "none")  # folders saved before the option: whole prompts
+        return PromptEncoder(self.tokenizer, self.text_encoder, chunking=chunking, memo_size=0)(
+            list(prompts), device=self._execution_device)
 
     @torch.no_grad()
     def encode_prompt(
