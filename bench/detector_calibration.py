@@ -110,18 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'pixel detector':<16}{'default':>9}{'best':>9}{'test renders':>14}{'test reconstr.':>16}")
     calib = {}
     defaults = PixelThresholds()
+    scores = {(split, kind): pixel_scores(data[split][kind]) for split in data for kind in ("renders", "reconstructions")}
+    truths = {split: pixel_truth(data[split]["targets"], *data[split]["truth"]) for split in data}
     for det, (field, grid) in PIXEL.items():
         def acc_at(split, kind, thr, det=det):
-            s = pixel_scores(data[split][kind])
-            truth = pixel_truth(data[split]["targets"], *data[split]["truth"])[det]
+            s = scores[(split, kind)]
             fire = s[det] >= thr
             if det == "box":
                 fire &= s["box_green"] >= defaults.box_green
-            return float(np.mean(fire == truth))
+            return float(np.mean(fire == truths[split][det]))
 
-        val_scores = [np.mean([acc_at("val", k, thr) for k in ("renders", "reconstructions")]) for thr in grid]
-        best = float(grid[int(np.argmax(val_scores))])
         default = getattr(defaults, field)
+        grid = np.union1d(grid, [default])
+        val_scores = np.array([np.mean([acc_at("val", k, thr) for k in ("renders", "reconstructions")]) for thr in grid])
+        # among the best thresholds, the one nearest the default (a flat curve keeps the default)
+        tied = grid[val_scores >= val_scores.max() - 1e-12]
+        best = float(tied[np.argmin(np.abs(tied - default))])
         calib[det] = {"default": default, "best": best,
                       "test_default": {k: acc_at("test", k, default) for k in ("renders", "reconstructions")},
                       "test_best": {k: acc_at("test", k, best) for k in ("renders", "reconstructions")}}

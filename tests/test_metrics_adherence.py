@@ -278,3 +278,10 @@ def test_scene_for_honours_every_fact():
         assert all(have[k] == v for k, v in facts.items() if k in have and v is not None), (prompt, have)
     with pytest.raises(ValueError, match="does not know"):
         scene_for("Generate an image containing the z-line.", rng)
+
+
+def test_images_outside_zero_one_are_refused(detector):
+    with pytest.raises(ValueError, match=r"\(x \+ 1\) / 2"):
+        detector.detect(torch.rand(2, 3, 32, 32) * 2 - 1)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        detector.detect(torch.rand(3, 32, 32))
