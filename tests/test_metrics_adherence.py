@@ -285,3 +285,20 @@ def test_images_outside_zero_one_are_refused(detector):
         detector.detect(torch.rand(2, 3, 32, 32) * 2 - 1)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         detector.detect(torch.rand(3, 32, 32))
+
+
+def test_detector_training_is_deterministic():
+    """The training script's loop (augmentation included) gives the same weights twice from the same seed."""
+    from msdm.metrics.train_polyp_detector import render_training_set, train
+
+    images, targets = render_training_set(32, seed=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the script does; results depend on the thread count
+    try:
+        a = train(images, targets, epochs=1, batch_size=16, seed=3, log=lambda _: None).state_dict()
+        b = train(images, targets, epochs=1, batch_size=16, seed=3, log=lambda _: None).state_dict()
+        c = train(images, targets, epochs=1, batch_size=16, seed=4, log=lambda _: None).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
