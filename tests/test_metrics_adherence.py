@@ -302,3 +302,17 @@ def test_detector_training_is_deterministic():
         torch.set_num_threads(threads)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_box_detector_survives_a_green_to_cyan_shift():
+    """The quickstart VAE turns the box's green tube cyan (docs/metrics.md): still a box; mucosa stays no box."""
+    from msdm.metrics.detectors import has_box_artefact
+
+    rng = np.random.default_rng(8)
+    scenes = [sample_attributes(rng) for _ in range(40)]
+    assert 0 < sum(a.box_artefact for a in scenes) < 40
+    for i, a in enumerate(scenes):
+        x = _render(a, i)
+        cyan = x.clone()
+        cyan[2] = torch.maximum(x[2], 0.9 * x[1])  # blue up to the green: green -> cyan, red-dominant mucosa stays
+        assert has_box_artefact(x) == has_box_artefact(cyan) == a.box_artefact, i

@@ -63,8 +63,8 @@ class PixelThresholds:
     defaults, except ``instrument`` (0.003 → 0.001 of the frame: a VAE thins the shafts; 96.4 % → 99.1 % on
     reconstructions, still 100 % on renders)."""
 
-    box_dark_or_green: float = 0.75
-    box_green: float = 0.02
+    box_dark_or_green: float = 0.6
+    box_green: float = 0.01
     text: float = 0.025
     instrument: float = 0.001
 
