@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from msdm.data.compose import compose_caption
+
 # The scene model, renderer, captions and detectors live in their own modules (one concept per file); their public
 # names are re-exported here, the single import point for users of the synthetic data.
 from msdm.data.scene import (  # noqa: F401
@@ -70,7 +72,8 @@ class SyntheticGIDataset(Dataset):
     """``num_samples`` synthetic scenes; sample ``i`` of a split is a pure function of ``(seed, split, i)``.
 
     Items are ``{"pixel_values": float [3, H, W] in [-1, 1], "caption": str, "id": str, "attributes": dict}``.
-    The caption is one of the scene's true captions, chosen by ``(seed, split, i, epoch)``: ``dataset[i]`` uses the
+    The caption is one of the scene's true captions (or, with ``caption_facts`` = K > 1, 1..K of them joined:
+    :func:`msdm.data.compose.compose_caption`), chosen by ``(seed, split, i, epoch)``: ``dataset[i]`` uses the
     epoch set with :meth:`set_epoch`, ``dataset[(i, epoch)]`` an explicit one (what
     :class:`msdm.data.epoch_sampler.EpochShuffleSampler` yields, which also works with worker processes). Use
     :func:`synthetic_collate` as ``collate_fn`` so the nested attribute dicts stay a list.
@@ -84,6 +87,7 @@ class SyntheticGIDataset(Dataset):
         split: str = "train",
         cache: bool = True,
         distribution: SceneDistribution | None = None,
+        caption_facts: int = 1,
     ):
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
@@ -93,6 +97,7 @@ class SyntheticGIDataset(Dataset):
         self.split = split
         self.cache = cache  # keep rendered scenes (uint8) in memory: ~12 KB per 64 px image
         self.distribution = distribution or SceneDistribution()
+        self.caption_facts = int(caption_facts)  # :func:`msdm.data.compose.compose_caption`; 1 = one fact (paper)
         self.epoch = 0
         self._cache: dict[int, tuple[np.ndarray, list[str], dict]] = {}
 
@@ -132,7 +137,7 @@ class SyntheticGIDataset(Dataset):
         return self._choose(index, self.scene(index)[1], self.epoch if epoch is None else int(epoch))
 
     def _choose(self, index: int, captions: list[str], epoch: int) -> str:
-        return choose_caption(captions, self._rng(index, 1, epoch))
+        return compose_caption(captions, self._rng(index, 1, epoch), self.caption_facts)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple | list) else (int(key), self.epoch)
