@@ -23,6 +23,7 @@ block saves when it runs whole (what its recomputation holds during backward), t
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,11 @@ class FlashSDPA(torch.autograd.Function):
         with torch.no_grad():
             out = _SDPA(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                         enable_gqa=enable_gqa)
+            if out.dim() == 4:
+                # The CUDA kernels (and CPU flash) write [B, L, H, D] and return a [B, H, L, D] view of it, so the
+                # usual transpose(1, 2).reshape back to [B, L, H·D] is a view, not a copy; the math path (meta)
+                # returns a contiguous [B, H, L, D]. Use the kernels' layout.
+                out = out.transpose(1, 2).contiguous().transpose(1, 2)
         lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
         ctx.save_for_backward(q, k, v, out, lse, attn_mask)
         ctx.opts = (dropout_p, is_causal, scale, enable_gqa)
@@ -126,6 +132,27 @@ def _key(t: torch.Tensor) -> int:
     return t.untyped_storage()._cdata
 
 
+class _Storages:
+    """Distinct storages behind saved tensors, keyed by their address; a storage counts while any tensor saved from
+    it is alive (weak references: a node freed during the forward frees what it saved, and its address may then be
+    reused by a new storage, which must count again)."""
+
+    def __init__(self):
+        self.entries: dict[int, tuple[int, list]] = {}
+
+    def alive(self, k: int) -> bool:
+        e = self.entries.get(k)
+        return e is not None and any(r() is not None for r in e[1])
+
+    def add(self, k: int, t: torch.Tensor) -> None:
+        if not self.alive(k):
+            self.entries[k] = (t.untyped_storage().nbytes(), [])
+        self.entries[k][1].append(weakref.ref(t))
+
+    def bytes(self) -> int:
+        return sum(n for k, (n, _) in self.entries.items() if self.alive(k))
+
+
 @dataclass
 class ActivationCount:
     """``saved``: bytes of distinct storages kept for backward during the forward (with checkpointing: what the
@@ -154,16 +181,18 @@ class ActivationCounter:
         self.model = model
         self.checkpointing = checkpointing
         self.exclude = {_key(t) for t in list(model.parameters()) + list(model.buffers())}
-        self.seen: dict[int, int] = {}
+        self.seen = _Storages()
         self.unit_max = 0
         self.units = 0
-        self._unit: dict[int, int] | None = None
+        self._unit: _Storages | None = None
 
     def _pack(self, t: torch.Tensor):
         k = _key(t)
-        target = self.seen if self._unit is None else self._unit
-        if k not in self.exclude and k not in self.seen:
-            target.setdefault(k, t.untyped_storage().nbytes())
+        if k not in self.exclude:
+            if self._unit is None:
+                self.seen.add(k, t)
+            elif not self.seen.alive(k):  # a block's own tensors, beyond what is held already
+                self._unit.add(k, t)
         return t
 
     def _checkpoint(self, module, *args):
@@ -171,12 +200,12 @@ class ActivationCounter:
         for a in args:
             if isinstance(a, torch.Tensor):
                 self._pack(a)
-        self._unit = {}
+        self._unit = _Storages()
         try:
             with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
                 out = module(*args)
+            self.unit_max = max(self.unit_max, self._unit.bytes())
             del out
-            self.unit_max = max(self.unit_max, sum(self._unit.values()))
         finally:
             self._unit = None
         self.units += 1
@@ -195,7 +224,7 @@ class ActivationCounter:
             self.model.disable_gradient_checkpointing()
 
     def result(self) -> ActivationCount:
-        return ActivationCount(saved=sum(self.seen.values()), recompute=self.unit_max, units=self.units)
+        return ActivationCount(saved=self.seen.bytes(), recompute=self.unit_max, units=self.units)
 
 
 def count_activations(model: torch.nn.Module, run, checkpointing: bool = False,

@@ -22,8 +22,8 @@ the frozen encoders' no-grad forwards (VAE / text encoding), which happen before
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -140,9 +140,7 @@ def build_trainable(setup: TrainingSetup, depth: str | dict = "reduced", device:
     if setup.rank is None:
         return spec.build(spec.trainable, depth, torch.float32, device)
     model = spec.build(spec.trainable, depth, setup.weight_dtype, device)
-    kind = {"kandinsky-prior": "kandinsky_prior", "kandinsky-decoder": "kandinsky_decoder"}.get(setup.generator,
-                                                                                              setup.generator)
-    targets = setup.target_modules or tuple(default_targets(kind))
+    targets = setup.target_modules or tuple(default_targets(setup.generator.replace("-", "_")))
     add_lora(model, make_lora_config(setup.rank, None, targets, init_lora_weights=False))
     return model
 
@@ -242,9 +240,28 @@ def scale_activations(setup: TrainingSetup, checkpointing: bool = False, device:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+@cache
+def _full_parameter_count(generator: str, component: str) -> int:
+    spec = get_spec(generator)
+    return sum(p.numel() for p in spec.build(component, "full", device="meta").parameters())
+
+
 def parameter_count(setup: TrainingSetup, component: str, depth: str | dict = "full") -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in setup.spec.build(component, depth, device="meta").parameters())
+    """Parameters of ``component`` at ``depth``, built on the meta device."""
+    if depth == "full":
+        return _full_parameter_count(setup.generator, component)
+    return sum(p.numel() for p in setup.spec.build(component, depth, device="meta").parameters())
+
+
+def trainable_parameter_count(setup: TrainingSetup) -> int:
+    """LoRA parameters at the setup's rank and targets on the published model (peft, counted at rank 1 and scaled:
+    LoRA adds ``r · (in + out)`` per adapted layer), or the whole MSDM U-Net."""
+    if setup.rank is None:
+        return parameter_count(setup, setup.spec.trainable)
+    from msdm.lora.param_count import lora_trainable_params
+
+    kind = setup.generator.replace("-", "_")
+    return lora_trainable_params(kind, setup.rank, setup.target_modules)
 
 
 @dataclass
@@ -252,7 +269,7 @@ class MemoryPrediction:
     setup: TrainingSetup
     frozen: dict  # component -> (parameters, bytes)
     trainable_params: int
-    activations_off: ActivationScaling
+    activations_off: ActivationScaling | None
     activations_on: ActivationScaling | None
 
     @property
@@ -260,43 +277,51 @@ class MemoryPrediction:
         return sum(b for _, b in self.frozen.values())
 
     @property
-    def trainable_bytes(self) -> int:
-        return 4 * self.trainable_params
-
-    @property
     def states(self) -> dict:
         """float32 bytes of what the optimizer step keeps: weights, gradients, AdamW moments (and EMA)."""
-        n = self.trainable_bytes
+        n = 4 * self.trainable_params
         out = {"trainable weights (fp32)": n, "gradients (fp32)": n, "AdamW moments (2 x fp32)": 2 * n}
         if self.setup.ema:
             out["EMA copy (fp32)"] = n
         return out
 
-    def total(self, checkpointing: bool) -> int | None:
+    def activations(self, checkpointing: bool) -> ActivationCount | None:
         act = self.activations_on if checkpointing else self.activations_off
-        if act is None:
-            return None
-        return self.frozen_bytes + sum(self.states.values()) + act.full.peak
+        return None if act is None else act.full
+
+    def total(self, checkpointing: bool) -> int | None:
+        act = self.activations(checkpointing)
+        return None if act is None else self.frozen_bytes + sum(self.states.values()) + act.peak
+
+    def as_dict(self) -> dict:
+        """Every part in bytes (``msdm memory --json``)."""
+        s = self.setup
+        out = {"generator": s.generator, "config": s.source, "resolution": s.resolution, "batch_size": s.batch_size,
+               "rank": s.rank, "precision": s.precision, "frozen_dtype": s.frozen_dtype, "text_tokens": s.text_tokens,
+               "frozen": {k: {"parameters": n, "bytes": b} for k, (n, b) in self.frozen.items()},
+               "trainable_parameters": self.trainable_params, "states": self.states}
+        for name, ck in (("checkpointing_off", False), ("checkpointing_on", True)):
+            act = self.activations(ck)
+            scaling = self.activations_on if ck else self.activations_off
+            out[name] = None if act is None else {
+                "activations_saved": act.saved, "activations_recompute": act.recompute, "peak": self.total(ck),
+                "per_block": scaling.per_block, "blocks_added": scaling.blocks,
+                "reduced_depth_saved": scaling.reduced.saved}
+        return out
 
 
 def predict(setup: TrainingSetup, checkpointing: str = "both") -> MemoryPrediction:
     """Predict the peak memory of ``setup``; ``checkpointing``: ``"both"``, ``"on"`` or ``"off"``."""
-    spec = setup.spec
+    size = torch.empty((), dtype=setup.weight_dtype).element_size()
     frozen = {}
     for comp in setup.frozen_on_gpu:
         n = parameter_count(setup, comp)
-        frozen[comp] = (n, n * torch.empty((), dtype=setup.weight_dtype).element_size())
-    model = build_trainable(setup, "full")
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if setup.rank else \
-        sum(p.numel() for p in model.parameters())
-    if setup.rank is None:  # MSDM: the U-Net trains in float32; it is not a frozen weight
-        frozen.pop(spec.trainable, None)
-    del model
+        frozen[comp] = (n, n * size)
     off = scale_activations(setup, False) if checkpointing in ("both", "off") else None
     on = None
     if checkpointing in ("both", "on") and setup.checkpointing_supported:
         on = scale_activations(setup, True)
-    return MemoryPrediction(setup, frozen, trainable, off, on)
+    return MemoryPrediction(setup, frozen, trainable_parameter_count(setup), off, on)
 
 
 def _g(n: int | None) -> str:
@@ -304,50 +329,49 @@ def _g(n: int | None) -> str:
 
 
 def format_prediction(p: MemoryPrediction) -> str:
-    """The table ``msdm memory`` prints."""
-    s = p.setup
-    spec = s.spec
-    knobs = ", ".join(f"{d.key} {d.full}" for d in spec.knobs())
+    """The table ``msdm memory`` prints (GiB = 2**30 bytes)."""
+    s, spec = p.setup, p.setup.spec
     lines = [
-        f"{spec.title}",
+        spec.title,
         f"config: {s.source or '(arguments)'}; {s.resolution}² images, batch {s.batch_size} per GPU, "
         f"precision {s.precision}, frozen {s.frozen_dtype}"
         + (f", LoRA rank {s.rank}" if s.rank else ", full training")
         + (f", {s.text_tokens} text tokens" if s.generator != "kandinsky-decoder" else ""),
-        f"full depth: {knobs} (activations measured at "
-        + ", ".join(f"{d.key} {d.reduced} and {d.reduced + 1}" for d in spec.knobs()) + ", on the meta device)",
+        "full depth: " + ", ".join(f"{d.key} {d.full}" for d in spec.knobs()) + "; activations measured on the "
+        "meta device at " + ", ".join(f"{d.key} {d.reduced} and {d.reduced + 1}" for d in spec.knobs()),
         "",
-        f"{'GiB':<46}{'ckpt off':>10}{'ckpt on':>10}",
+        f"{'GiB':<50}{'ckpt off':>10}{'ckpt on':>10}",
     ]
 
-    def row(name, off, on=None):
-        on = off if on is None and off is not None else on
-        lines.append(f"{name:<46}{_g(off):>10}{_g(on):>10}")
+    def row(name, off, on):
+        lines.append(f"{name:<50}{_g(off):>10}{_g(on):>10}")
 
+    have_on = p.activations_on is not None
     for comp, (n, b) in p.frozen.items():
-        row(f"frozen {comp} ({n / 1e6:,.0f} M params, {s.frozen_dtype})", b)
-    if s.rank:
-        lines.append(f"{'LoRA parameters':<46}{p.trainable_params / 1e6:>9.2f}M")
-    else:
-        lines.append(f"{'trainable parameters':<46}{p.trainable_params / 1e6:>9.1f}M")
+        row(f"frozen {comp} ({n / 1e6:,.0f} M params, {s.frozen_dtype})", b, b if have_on else None)
+    what = "LoRA" if s.rank else "trainable"
+    lines.append(f"{what + ' parameters':<50}{p.trainable_params / 1e6:>9.2f}M")
     for name, b in p.states.items():
-        row(name, b)
-    on = p.activations_on
-    off = p.activations_off
-    ckpt_na = None if on is None else on.full.saved
-    row("activations kept for backward", off.full.saved if off else None, ckpt_na)
-    row("  + one block recomputed in backward", 0 if off else None, None if on is None else on.full.recompute)
-    row("predicted peak (torch.cuda.max_memory_allocated)", p.total(False) if off else None,
-        p.total(True) if on else None)
-    if off:
-        per = ", ".join(f"{k}: {v / 2**20:,.1f} MiB x {off.blocks[k]} more" for k, v in off.per_block.items())
-        lines.append(f"activations per added block (ckpt off): {per}")
-    if on is None and not s.checkpointing_supported:
+        row(name, b, b if have_on else None)
+    off, on = p.activations(False), p.activations(True)
+    row("activations kept for backward", off and off.saved, on and on.saved)
+    row("  + one checkpointed block recomputed in backward", off and off.recompute, on and on.recompute)
+    row("predicted peak (torch.cuda.max_memory_allocated)", p.total(False), p.total(True))
+    if p.activations_off is not None:
+        sc = p.activations_off
+        lines.append("activations per added block (ckpt off): " + ", ".join(
+            f"{k} {v / 2**20:,.1f} MiB x {sc.blocks[k]}" for k, v in sc.per_block.items()))
+    if not s.checkpointing_supported:
         lines.append("(the PriorTransformer has no gradient checkpointing: 'ckpt on' does not apply)")
-    lines.append(f"configured: gradient_checkpointing={s.gradient_checkpointing} -> "
-                 f"{_g(p.total(s.gradient_checkpointing and s.checkpointing_supported))} GiB")
+    configured = s.gradient_checkpointing and s.checkpointing_supported
+    lines.append(f"as configured (gradient_checkpointing={s.gradient_checkpointing}): {_g(p.total(configured))} GiB")
     return "\n".join(lines)
 
 
-def gpus_needed(total_bytes: int, gpu_gib: float = 80.0) -> int:
-    return max(1, math.ceil(total_bytes / (gpu_gib * GIB)))
+def format_rank_table(preds: list[MemoryPrediction]) -> str:
+    """One row per LoRA rank: parameters and predicted peaks (``msdm memory --rank 4 8 ...``)."""
+    lines = [f"{'rank':>5}{'LoRA params':>13}{'LoRA+grad+AdamW GiB':>21}{'peak ckpt off':>15}{'peak ckpt on':>14}"]
+    for p in preds:
+        lines.append(f"{p.setup.rank:>5}{p.trainable_params / 1e6:>12.2f}M{_g(sum(p.states.values())):>21}"
+                     f"{_g(p.total(False)):>15}{_g(p.total(True)):>14}")
+    return "\n".join(lines)
