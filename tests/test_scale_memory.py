@@ -253,3 +253,24 @@ def test_msdm_memory_prints_the_table_and_json(capsys):
     assert d["generator"] == "kandinsky-prior" and d["checkpointing_on"] is None and d["checkpointing_off"]["peak"] > 0
     assert main(["memory", "configs/msdm_vae_kvasir.yaml"]) == 2
     assert "not one of msdm's generators" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_gpu_check_script_dry_run_parses_every_step():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), "--dry-run"], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for step in ("throughput", "flux_lora_memory", "msdm_memory", "gpu_memory_check"):
+        assert f"== {step}:" in r.stdout
+    plans = [line for line in r.stdout.splitlines() if line.startswith("plan:")]
+    assert len(plans) == 3 + 4 and "every command parses" in r.stdout
+    bad = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), "--bogus"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown option" in bad.stderr
