@@ -59,12 +59,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps([p.as_dict() for p in preds] if len(preds) > 1 else preds[0].as_dict(), indent=2))
         return 0
-    print(format_prediction(preds[0]))
+    # the full table for the config's own rank when it is among those asked for
+    main = next((p for p in preds if p.setup.rank == base.rank), preds[0])
+    print(format_prediction(main))
     if len(preds) > 1:
         print()
         print(format_rank_table(preds))
     if args.verify:
-        p = preds[0]
+        p = main
         for ck in (False, True):
             scaled = p.activations(ck)
             if scaled is None:

@@ -29,6 +29,7 @@ shapes); ``layers_per_block`` is its depth.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -91,19 +92,16 @@ class ScaleSpec:
             return _construct(kind, cfg)
 
 
-class _default_dtype:
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype | None):
     """Build modules directly in ``dtype`` (half the memory and time of fp32-then-cast for bf16 folders)."""
-
-    def __init__(self, dtype: torch.dtype | None):
-        self.dtype = dtype
-
-    def __enter__(self):
-        self.old = torch.get_default_dtype()
-        if self.dtype is not None:
-            torch.set_default_dtype(self.dtype)
-
-    def __exit__(self, *exc):
-        torch.set_default_dtype(self.old)
+    old = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 def _construct(kind: str, cfg: dict) -> torch.nn.Module:
