@@ -9,8 +9,9 @@ Per-epoch captions: the training loader uses :class:`~msdm.data.epoch_sampler.Ep
 processes inside the indices, so it works with ``num_workers > 0`` and ``persistent_workers`` (where a
 ``dataset.set_epoch`` on the main process would never reach the workers' dataset copies), needs no
 ``reload_dataloaders_every_n_epochs``, and works under DDP (``DistributedSamplerWrapper`` forwards ``set_epoch``).
-Order and captions are pure functions of ``(seed, epoch)``, so a run resumed at an epoch boundary matches an
-uninterrupted one. Validation and test captions are fixed (epoch 0), so validation losses compare across epochs.
+Order and captions are pure functions of ``(seed, epoch)``, and the training loader is a
+:class:`~msdm.data.loader.ResumableDataLoader` (its position within the epoch is saved in Lightning's checkpoints),
+so a run resumed from any checkpoint, mid-epoch included, sees the batches of an uninterrupted one. Validation and test captions are fixed (epoch 0), so validation losses compare across epochs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from msdm.data.epoch_sampler import EpochShuffleSampler
+from msdm.data.loader import ResumableDataLoader
 from msdm.data.synthetic import SyntheticGIDataset, synthetic_collate
 
 #: Validation prompts for sample grids: diverse, all in the real MEDVQA-GI grammar and all renderable here.
@@ -45,6 +47,9 @@ class SyntheticGIDataModule(pl.LightningDataModule):
         batch_size: images per batch (all splits).
         num_workers: DataLoader worker processes; with > 0 the workers are persistent (each keeps its render cache).
         val_prompts: prompts for validation sample grids (default: :data:`DEFAULT_VALIDATION_PROMPTS`).
+        caption_facts: training captions join 1..K of a scene's true captions (K = 1: one caption, the paper's
+            recipe; see :func:`msdm.data.compose.compose_caption` and docs/benchmarks.md, "Prompt adherence").
+            Validation and test keep one caption per scene.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class SyntheticGIDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         val_prompts: list[str] | None = None,
+        caption_facts: int = 1,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -77,16 +83,17 @@ class SyntheticGIDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         # Cheap: scenes render lazily on first access and are cached per process.
-        make = lambda n, split: SyntheticGIDataset(n, self.resolution, self.seed, split)  # noqa: E731
+        make = lambda n, split, k=1: SyntheticGIDataset(n, self.resolution, self.seed, split, caption_facts=k)  # noqa: E731
         if self.train_set is None:
-            self.train_set = make(self.num_train, "train")
+            self.train_set = make(self.num_train, "train", self.hparams.caption_facts)
         if self.val_set is None:
             self.val_set = make(self.num_val, "val")
         if self.test_set is None:
             self.test_set = make(self.num_val, "test")
 
     def _loader(self, dataset, sampler=None) -> DataLoader:
-        return DataLoader(
+        # the training loader (with a sampler) is resumable mid-epoch: its position goes into Lightning's checkpoints
+        return (ResumableDataLoader if sampler is not None else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,

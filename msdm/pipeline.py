@@ -20,7 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from msdm.diffusion import REFERENCE_STEPS, make_sampler, sampler_name
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
-from msdm.models.text_encoder import encode_text
+from msdm.models.text_encoder import PromptEncoder
 
 
 class MSDMPipeline(DiffusionPipeline):
@@ -33,10 +33,11 @@ class MSDMPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
 
-    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256):
+    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256,
+                 text_chunking: str = "none"):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        self.register_to_config(resolution=resolution)
+        self.register_to_config(resolution=resolution, text_chunking=text_chunking)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -50,7 +51,11 @@ class MSDMPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return encode_text(self.tokenizer, self.text_encoder, prompts, device=self._execution_device)
+        """Token states and mask, encoded as the U-Net was trained (``text_chunking``: whole prompts or sentence by
+        sentence, :class:`~msdm.models.text_encoder.PromptEncoder`)."""
+        chunking = getattr(self.config, "text_chunking", "none")  # folders saved before the option: whole prompts
+        return PromptEncoder(self.tokenizer, self.text_encoder, chunking=chunking, memo_size=0)(
+            list(prompts), device=self._execution_device)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → images in [0, 1]: ``(x + 1) / 2`` and clamp. Never per-image min–max stretching (the
@@ -82,7 +87,8 @@ class MSDMPipeline(DiffusionPipeline):
         ``guidance_scale`` is in diffusers' convention ``uncond + s·(cond − uncond)``; 4.5 equals the reference's
         3.5 (see :mod:`msdm.diffusion`). ``guidance_scale <= 1`` disables guidance (one network call per step).
         ``eta`` is used by DDIM only (1.0 = the reference's stochastic DDIM). ``output_type``: ``"pil"``,
-        ``"np"`` (float [N, H, W, C] in [0, 1]) or ``"pt"`` (float [N, C, H, W] in [0, 1]).
+        ``"np"`` (float [N, H, W, C] in [0, 1]), ``"pt"`` (float [N, C, H, W] in [0, 1]) or ``"latent"`` (the
+        denoised latents [N, c, h, w] in the U-Net's scaled space, not decoded; as diffusers' pipelines).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
@@ -128,6 +134,9 @@ class MSDMPipeline(DiffusionPipeline):
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
             latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
 
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            return ImagePipelineOutput(images=latents) if return_dict else (latents,)
         images = self.decode_latents(latents)
         self.maybe_free_model_hooks()
         if output_type == "pt":
