@@ -16,7 +16,10 @@ Sources (hub id / subfolder / config.json):
 - ``kandinsky-community/kandinsky-2-2-prior``   / ``text_encoder``, ``image_encoder``, ``image_processor``,
   ``scheduler`` -> :data:`KANDINSKY22_PRIOR_TEXT`, :data:`KANDINSKY22_PRIOR_IMAGE`,
   :data:`KANDINSKY22_PRIOR_IMAGE_PROCESSOR`, :data:`KANDINSKY22_PRIOR_SCHEDULER` (CLIP ViT-bigG-14 towers with a
-  1280-d projection; the files of revision 40cd651 on the Hub)
+  1280-d projection. Read from the Hub's pages: ``scheduler/scheduler_config.json`` at revision 40cd651,
+  ``image_processor/preprocessor_config.json`` at c237466; the two tower configs as saved by fine-tunes of this
+  model whose ``_name_or_path`` is ``kandinsky-community/kandinsky-2-2-prior`` — the same values as the LAION
+  ViT-bigG-14 towers they come from)
 - ``kandinsky-community/kandinsky-2-2-decoder`` / ``movq``, ``scheduler`` -> :data:`KANDINSKY22_DECODER_MOVQ`,
   :data:`KANDINSKY22_DECODER_SCHEDULER` (the MoVQ config is also ``MOVQ_CONFIG`` of diffusers'
   ``scripts/convert_kandinsky_to_diffusers.py``)
