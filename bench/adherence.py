@@ -23,6 +23,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 
+def _stored(generate_fn, path: Path, config: dict):
+    """Wrap ``generate_fn``: images come from ``path`` when it holds the same prompts, seeds and settings."""
+    import json
+
+    import numpy as np
+
+    def generate(prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        key = json.dumps({"prompts": list(prompts), "seeds": [int(s) for s in seeds], "config": config},
+                         sort_keys=True)
+        if path.is_file():
+            data = np.load(path)
+            if str(data["key"]) == key:
+                print(f"images: reusing {path}")
+                return torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float() / 255
+        images = generate_fn(prompts, seeds)
+        pixels = (images.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, images=pixels, key=np.array(key))
+        # score what was stored (8-bit, as a saved PNG would be), so a rerun on the file gives the same figures
+        return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+
+    return generate
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group(required=True)
@@ -39,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=64, help="--renders only: image side")
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--images", default=None,
+                        help=".npz file keeping the generated images (uint8): reused when its prompts, seeds and "
+                             "settings match (re-score with another detector without generating again), else written")
     parser.add_argument("--out", default=None,
                         help="JSON path (default: next to the pipeline folder, adherence_<sampler>_<steps>_g<guidance>"
                              ".json; ./adherence_renders.json with --renders)")
@@ -78,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                   "eta": args.eta, "resolution": int(pipe.config.resolution)}
         pipeline_dir = Path(args.pipeline).resolve()
         out = Path(args.out or pipeline_dir.parent / f"adherence_{args.sampler}_{args.steps}_g{args.guidance:g}.json")
+    if args.images:
+        generate_fn = _stored(generate_fn, Path(args.images), config)
     detector = SceneDetector(device="cpu")
     load_s = time.perf_counter() - t0
 

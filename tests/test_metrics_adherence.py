@@ -278,3 +278,41 @@ def test_scene_for_honours_every_fact():
         assert all(have[k] == v for k, v in facts.items() if k in have and v is not None), (prompt, have)
     with pytest.raises(ValueError, match="does not know"):
         scene_for("Generate an image containing the z-line.", rng)
+
+
+def test_images_outside_zero_one_are_refused(detector):
+    with pytest.raises(ValueError, match=r"\(x \+ 1\) / 2"):
+        detector.detect(torch.rand(2, 3, 32, 32) * 2 - 1)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        detector.detect(torch.rand(3, 32, 32))
+
+
+def test_detector_training_is_deterministic():
+    """The training script's loop (augmentation included) gives the same weights twice from the same seed."""
+    from msdm.metrics.train_polyp_detector import render_training_set, train
+
+    images, targets = render_training_set(32, seed=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the script does; results depend on the thread count
+    try:
+        a = train(images, targets, epochs=1, batch_size=16, seed=3, log=lambda _: None).state_dict()
+        b = train(images, targets, epochs=1, batch_size=16, seed=3, log=lambda _: None).state_dict()
+        c = train(images, targets, epochs=1, batch_size=16, seed=4, log=lambda _: None).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_box_detector_survives_a_green_to_cyan_shift():
+    """The quickstart VAE turns the box's green tube cyan (docs/metrics.md): still a box; mucosa stays no box."""
+    from msdm.metrics.detectors import has_box_artefact
+
+    rng = np.random.default_rng(8)
+    scenes = [sample_attributes(rng) for _ in range(40)]
+    assert 0 < sum(a.box_artefact for a in scenes) < 40
+    for i, a in enumerate(scenes):
+        x = _render(a, i)
+        cyan = x.clone()
+        cyan[2] = torch.maximum(x[2], 0.9 * x[1])  # blue up to the green: green -> cyan, red-dominant mucosa stays
+        assert has_box_artefact(x) == has_box_artefact(cyan) == a.box_artefact, i

@@ -155,3 +155,13 @@ def test_real_medvqa_prompts_parse_or_name_what_the_scenes_lack():
         f = parse_prompt(prompt)
         assert bool(f["unparsed"]) == bool(outside.search(prompt)), (prompt, f)
     assert sum(not parse_prompt(p)["unparsed"] for p in prompts) >= 360
+
+
+def test_training_captions_of_the_synthetic_dataset_read_back(scenes):
+    """What SyntheticGIDataset(caption_facts=K) trains on (msdm.data.compose) parses in full and truly."""
+    from msdm.data.compose import compose_caption
+
+    rng = np.random.default_rng(2)
+    for _, captions, truth in scenes[:100]:
+        caption = compose_caption(captions, rng, max_facts=4)
+        _check(parse_prompt(caption), truth, caption)

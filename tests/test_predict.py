@@ -33,7 +33,9 @@ def _save_ckpt(module, path):
 def _predict(tmp_path, model: dict, ckpt: str, batch_size=3):
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     cfg = {"seed_everything": 0,
-           "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False},
+           # default_root_dir: LightningCLI writes config.yaml there (not into the repository)
+           "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
+                       "default_root_dir": str(tmp_path)},
            "model": model,
            "data": {"class_path": "datamodules.PromptDataModule",
                     "init_args": {"prompts": str(tmp_path / "prompts.txt"), "num_images_per_prompt": N,

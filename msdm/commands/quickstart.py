@@ -33,6 +33,8 @@ def add_arguments(parser):
                         help="text encoder (default: the offline all-MiniLM-L6-v2 shipped on PyPI)")
     parser.add_argument("--caption-facts", type=int, default=1,
                         help="training captions join 1..K true facts of a scene (1 = one caption, the paper's recipe)")
+    parser.add_argument("--max-length", type=int, default=64, help="text tokens seen by the U-Net (joined captions are "
+                        "longer than single ones)")
     parser.add_argument("--cfg-dropout", type=float, default=0.2, help="per-sample empty-prompt rate while training")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the grid and the pipeline "
                         "(diffusers convention)")
@@ -93,6 +95,7 @@ def run(args) -> int:
         lr_warmup_steps=100, loss_type="mse", ema_decay=0.995, sampler=args.sampler, num_inference_steps=args.sample_steps,
         guidance_scale=args.guidance_scale, cfg_dropout=args.cfg_dropout, sample_prompts=PROMPTS,
         text_chunking="sentence",  # joined training captions: each sentence encoded once (PromptEncoder)
+        max_length=args.max_length,
         image_size=args.resolution,
     )
     _trainer(out, args.unet_steps, args.accelerator, "unet").fit(unet, datamodule=dm)

@@ -215,19 +215,13 @@ def _seed_runs(seeds: Sequence[int]) -> list[tuple[int, int]]:
 
 def pipeline_generate_fn(pipe, batch_size: int = 32, **call_kwargs) -> GenerateFn:
     """A ``generate_fn`` for an :class:`~msdm.pipeline.MSDMPipeline`: image ``i`` is drawn from its own
-    ``torch.Generator`` seeded ``seeds[i]`` (as :func:`msdm.generation.generate_images` seeds image ``k`` with
-    ``seed + k``), in batches of ``batch_size`` whatever the prompts; ``call_kwargs`` go to the pipeline
-    (``guidance_scale``, ``num_inference_steps``, ...)."""
+    ``torch.Generator`` seeded ``seeds[i]`` (:func:`msdm.generation.generate_seeded`; :func:`msdm.generation.
+    generate_images` seeds image ``k`` with ``seed + k`` the same way), in batches of ``batch_size`` whatever the
+    prompts; ``call_kwargs`` go to the pipeline (``guidance_scale``, ``num_inference_steps``, ...)."""
+    from msdm.generation import generate_seeded
 
-    @torch.no_grad()
     def generate(prompts: list[str], seeds: list[int]) -> torch.Tensor:
-        device = pipe._execution_device
-        out = []
-        for start in range(0, len(prompts), batch_size):
-            gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds[start : start + batch_size]]
-            out.append(pipe(list(prompts[start : start + batch_size]), generator=gens, output_type="pt",
-                            **call_kwargs).images.float().cpu())
-        return torch.cat(out)
+        return generate_seeded(pipe, list(prompts), [int(s) for s in seeds], batch_size, **call_kwargs).float()
 
     return generate
 

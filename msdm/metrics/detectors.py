@@ -36,17 +36,23 @@ def _region(a: np.ndarray, rect, margin: float = 0.0) -> np.ndarray:
 
 
 def box_artefact_score(img) -> tuple[float, float]:
-    """(fraction of dark-or-green pixels, fraction of green pixels) inside the lower-left box region."""
+    """(fraction of dark-or-green pixels, fraction of green pixels) inside the lower-left box region.
+
+    "Green" is green or cyan (green above 1.4 x red and above 0.7 x blue): a VAE may shift the tube's green to cyan
+    (the quickstart VAE does, measured in docs/metrics.md); mucosa, whose red dominates, is neither.
+    """
     r = _region(_as_float_hwc(img), BOX_RECT, margin=0.08)
     mx = r.max(axis=-1)
-    green = (r[..., 1] > 0.25) & (r[..., 1] > 1.4 * r[..., 0]) & (r[..., 1] > 1.4 * r[..., 2])
+    green = (r[..., 1] > 0.25) & (r[..., 1] > 1.4 * r[..., 0]) & (r[..., 1] > 0.7 * r[..., 2])
     dark = mx < 0.12
     return float((dark | green).mean()), float(green.mean())
 
 
-def has_box_artefact(img, min_dark_or_green: float = 0.75, min_green: float = 0.02) -> bool:
-    """True when the lower-left corner is a black box with green in it (mucosa is never green; a dark lumen is
-    dark but has no green, a black frame corner covers only ~13 % of the region)."""
+def has_box_artefact(img, min_dark_or_green: float = 0.6, min_green: float = 0.01) -> bool:
+    """True when the lower-left corner is a black box with green (or cyan) in it (mucosa is never green; a dark
+    lumen is dark but has no green, a black frame corner covers only ~13 % of the region). Thresholds: midway
+    between the scores of box and no-box scenes, renders and VAE reconstructions (box ≥ 0.84 dark-or-green, no box
+    ≤ 0.34; docs/metrics.md)."""
     dark_or_green, green = box_artefact_score(img)
     return dark_or_green >= min_dark_or_green and green >= min_green
 

@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="safetensors file to write (msdm/assets/polyp_detector.safetensors)")
     parser.add_argument("--num-train", type=int, default=10000, help="training renders (default 10000)")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=14,
+                        help="passes over the training renders (default 14: the shipped weights)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--num-val", type=int, default=800, help="held-out renders for calibration (val split)")
