@@ -132,7 +132,15 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--configs", default="all", help="all, or a comma list of gc0c0, gc1c0, gc0c1, gc1c1")
+    ap.add_argument("--dry-run", action="store_true", help="parse the arguments, print the plan, run nothing")
     args = ap.parse_args(argv)
+    wanted = ["gc0c0", "gc1c0", "gc0c1", "gc1c1"] if args.configs == "all" else args.configs.split(",")
+    if set(wanted) - {"gc0c0", "gc1c0", "gc0c1", "gc1c1"}:
+        ap.error(f"--configs: unknown {sorted(set(wanted) - {'gc0c0', 'gc1c0', 'gc0c1', 'gc1c1'})}")
+    if args.dry_run:
+        print(f"plan: FLUX LoRA rank {args.rank}, batch {args.batch_size}, resolution {args.resolution or 'default'}, "
+              f"configs {','.join(wanted)}, {args.steps} steps after {args.warmup} warm-up")
+        return 0
 
     cuda = torch.cuda.is_available()
     res = args.resolution or (256 if cuda else 32)
@@ -165,7 +173,6 @@ def main(argv=None) -> int:
     batch = {"pixel_values": torch.rand(args.batch_size, 3, res, res, generator=g) * 2 - 1,
              "caption": ["generate an image containing a polyp"] * args.batch_size,
              "id": [f"bench{i}" for i in range(args.batch_size)]}
-    wanted = ["gc0c0", "gc1c0", "gc0c1", "gc1c1"] if args.configs == "all" else args.configs.split(",")
     rows = []
     for key in wanted:
         gc, cached = key[2] == "1", key[4] == "1"

@@ -78,7 +78,12 @@ def main() -> int:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny preset, 2 steps: checks the code path on any machine")
+    ap.add_argument("--dry-run", action="store_true", help="parse the arguments, print the plan, run nothing")
     args = ap.parse_args()
+    if args.dry_run:
+        print(f"plan: paper-preset U-Net, batch {args.batch_size}, {args.steps} steps after {args.warmup} warm-up, "
+              f"compile {'off' if args.no_compile else args.compile_mode or 'default'}")
+        return 0
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.smoke:

@@ -71,3 +71,21 @@ def make_loader(samples, batch_size=4, shuffle=True, seed=0):
     from msdm.data.loader import ResumableDataLoader
 
     return ResumableDataLoader(SampleList(samples), batch_size=batch_size, sampler=EpochShuffleSampler(len(samples), seed, shuffle))
+
+
+# ---- scale tests (tests/test_scale.py, issue 14): full-width generators, minutes each; opt-in ----
+def pytest_addoption(parser):
+    parser.addoption("--scale", action="store_true",
+                     help="also run the @pytest.mark.scale tests (full-width generators; .ci/run --scale sets "
+                          "MSDM_SCALE_TESTS=1, which does the same)")
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = config.getoption("--scale") or os.environ.get("MSDM_SCALE_TESTS") == "1" or \
+        "scale" in (config.option.markexpr or "")
+    if wanted:
+        return
+    keep = [i for i in items if "scale" not in i.keywords]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if "scale" in i.keywords])
+        items[:] = keep

@@ -13,6 +13,20 @@ Sources (hub id / subfolder / config.json):
 - ``black-forest-labs/FLUX.1-dev``              / ``vae``, ``text_encoder``, ``text_encoder_2``, ``scheduler``
   -> :data:`FLUX1_DEV_VAE`, :data:`FLUX1_DEV_CLIP_TEXT`, :data:`FLUX1_DEV_T5`, :data:`FLUX1_DEV_SCHEDULER`
   (used by ``bench/flux_lora_memory.py`` to build a random-weight FLUX.1-dev of the true size).
+- ``kandinsky-community/kandinsky-2-2-prior``   / ``text_encoder``, ``image_encoder``, ``image_processor``,
+  ``scheduler`` -> :data:`KANDINSKY22_PRIOR_TEXT`, :data:`KANDINSKY22_PRIOR_IMAGE`,
+  :data:`KANDINSKY22_PRIOR_IMAGE_PROCESSOR`, :data:`KANDINSKY22_PRIOR_SCHEDULER` (CLIP ViT-bigG-14 towers with a
+  1280-d projection. Read from the Hub's pages: ``scheduler/scheduler_config.json`` at revision 40cd651,
+  ``image_processor/preprocessor_config.json`` at c237466; the two tower configs as saved by fine-tunes of this
+  model whose ``_name_or_path`` is ``kandinsky-community/kandinsky-2-2-prior`` — the same values as the LAION
+  ViT-bigG-14 towers they come from)
+- ``kandinsky-community/kandinsky-2-2-decoder`` / ``movq``, ``scheduler`` -> :data:`KANDINSKY22_DECODER_MOVQ`,
+  :data:`KANDINSKY22_DECODER_SCHEDULER` (the MoVQ config is also ``MOVQ_CONFIG`` of diffusers'
+  ``scripts/convert_kandinsky_to_diffusers.py``)
+- ``openai/clip-vit-large-patch14`` / ``config.json`` ``text_config`` -> :data:`CLIP_VIT_L14_TEXT` (MSDM's paper text
+  encoder; the same tower is FLUX.1-dev's ``text_encoder``)
+
+The scale tests and ``msdm memory`` (:mod:`msdm.scale`) build these at full width with fewer layers.
 
 Check: with these configs the LoRA counts reproduce the paper's Table 4 (Kandinsky prior + decoder, rank 4:
 2.13 M, paper 2.1 M; FLUX.1-dev, rank 4: 11.21 M, paper 11.2 M) — see :mod:`msdm.lora.param_count` and its test.
@@ -187,4 +201,102 @@ FLUX1_DEV_SCHEDULER = {
     "num_train_timesteps": 1000,
     "shift": 3.0,
     "use_dynamic_shifting": True,
+}
+
+
+# openai/clip-vit-large-patch14: the text tower of the paper's MSDM (Prompt to Polyp §4.2.1), 768-d, 77 positions.
+# FLUX.1-dev's text_encoder/config.json is this tower too.
+CLIP_VIT_L14_TEXT = FLUX1_DEV_CLIP_TEXT
+
+# kandinsky-2-2-prior / text_encoder: CLIP ViT-bigG-14 text tower (laion/CLIP-ViT-bigG-14-laion2B-39B-b160k) with its
+# 1280-d text projection (CLIPTextModelWithProjection).
+KANDINSKY22_PRIOR_TEXT = {
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 2,
+    "hidden_act": "gelu",
+    "hidden_size": 1280,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 5120,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "num_attention_heads": 20,
+    "num_hidden_layers": 32,
+    "pad_token_id": 1,
+    "projection_dim": 1280,
+    "vocab_size": 49408,
+}
+
+# kandinsky-2-2-prior / image_encoder: CLIP ViT-bigG-14 vision tower, 224² / patch 14, 1280-d image projection
+# (CLIPVisionModelWithProjection): its embedding is the prior's target and the decoder's condition.
+KANDINSKY22_PRIOR_IMAGE = {
+    "attention_dropout": 0.0,
+    "dropout": 0.0,
+    "hidden_act": "gelu",
+    "hidden_size": 1664,
+    "image_size": 224,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 8192,
+    "layer_norm_eps": 1e-05,
+    "num_attention_heads": 16,
+    "num_channels": 3,
+    "num_hidden_layers": 48,
+    "patch_size": 14,
+    "projection_dim": 1280,
+}
+
+# kandinsky-2-2-prior / image_processor / preprocessor_config.json (CLIPImageProcessor, bicubic, OpenAI CLIP stats).
+KANDINSKY22_PRIOR_IMAGE_PROCESSOR = {
+    "crop_size": 224,
+    "do_center_crop": True,
+    "do_normalize": True,
+    "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "resample": 3,
+    "size": 224,
+}
+
+# kandinsky-2-2-prior / scheduler / scheduler_config.json
+KANDINSKY22_PRIOR_SCHEDULER = {
+    "clip_sample": True,
+    "clip_sample_range": 10.0,
+    "num_train_timesteps": 1000,
+    "prediction_type": "sample",
+    "variance_type": "fixed_small_log",
+}
+
+# kandinsky-2-2-decoder / movq / config.json: MoVQ (VQModel with spatially conditioned norms), f = 8, 4 latent channels.
+KANDINSKY22_DECODER_MOVQ = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 256, 512],
+    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "norm_type": "spatial",
+    "num_vq_embeddings": 16384,
+    "out_channels": 3,
+    "sample_size": 32,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+    "vq_embed_dim": 4,
+}
+
+# kandinsky-2-2-decoder / scheduler / scheduler_config.json (set_alpha_to_one is a DDIM key DDPMScheduler ignores;
+# load with DDPMScheduler.from_config)
+KANDINSKY22_DECODER_SCHEDULER = {
+    "beta_end": 0.012,
+    "beta_schedule": "linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "thresholding": False,
 }

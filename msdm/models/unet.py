@@ -124,6 +124,11 @@ class MSDMUNet(ModelMixin, ConfigMixin):
 
     def _ckpt(self, fn, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
+            # diffusers' convention: enable_gradient_checkpointing(gradient_checkpointing_func=...) may supply the
+            # function (msdm.scale.activations counts what each checkpointed block holds through it)
+            func = getattr(self, "_gradient_checkpointing_func", None)
+            if func is not None:
+                return func(fn, *args)
             return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
