@@ -215,7 +215,8 @@ def wait_complete(out: Path, prompts: list[str], num_images: int, timeout_s: flo
 def materialize(spec: GeneratorSpec, prompts: list[str], out: Path, num_images: int, seed: int = 0,
                 resolution: int = 64, steps: int | None = None, guidance_scale: float | None = None,
                 sampler: str | None = None, batch_size: int = 16, device: str | None = None, dtype: str = "fp32",
-                base_models: dict | None = None, generate_args: list[str] | None = None) -> Path:
+                base_models: dict | None = None, generate_args: list[str] | None = None,
+                call_kwargs: dict | None = None) -> Path:
     """The challenge-layout folder of ``spec`` for ``prompts`` × ``num_images`` (generated into ``out`` unless
     ``spec`` is already a folder of images, or ``out`` is complete from an earlier run)."""
     if spec.kind == "images":
@@ -224,13 +225,13 @@ def materialize(spec: GeneratorSpec, prompts: list[str], out: Path, num_images: 
     settings = {"generator": spec.kind, "paths": [str(Path(p).resolve()) for p in spec.paths], "mode": spec.mode,
                 "prompts": prompts, "num_images": num_images, "seed": seed, "resolution": resolution, "steps": steps,
                 "guidance_scale": guidance_scale, "sampler": sampler, "dtype": dtype, "base_models": base_models,
-                "generate_args": list(generate_args or [])}
+                "generate_args": list(generate_args or []), "call_kwargs": call_kwargs}
     record = out.parent / f"{out.name}.settings.json"
     if folder_complete(out, prompts, num_images) and record.is_file() and json.loads(record.read_text()) == settings:
         print(f"[generate] {spec.name}: reusing {out} ({len(prompts)} prompts × {num_images} images)")
         return out
     folder = _generate(spec, prompts, out, num_images, seed, resolution, steps, guidance_scale, sampler, batch_size,
-                       device, dtype, base_models, generate_args)
+                       device, dtype, base_models, generate_args, call_kwargs)
     if env_rank_world()[0] == 0:
         from msdm.io import write_json
 
@@ -239,7 +240,7 @@ def materialize(spec: GeneratorSpec, prompts: list[str], out: Path, num_images: 
 
 
 def _generate(spec, prompts, out, num_images, seed, resolution, steps, guidance_scale, sampler, batch_size, device,
-              dtype, base_models, generate_args) -> Path:
+              dtype, base_models, generate_args, call_kwargs) -> Path:
     rank, world, local_rank = env_rank_world()
     print(f"[generate] {spec.describe()}: {len(prompts)} prompts × {num_images} images → {out}")
     if spec.kind == "msdm":
@@ -280,12 +281,13 @@ def _generate(spec, prompts, out, num_images, seed, resolution, steps, guidance_
     device = device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     pipe, info, to_unit = _lora_pipeline(spec, device, torch_dtype, base_models)
     pipe.set_progress_bar_config(disable=True)
-    call = {"height": resolution, "width": resolution}
+    call = {"height": resolution, "width": resolution, **(call_kwargs or {})}
     if steps is not None:
         call["num_inference_steps"] = steps
     if guidance_scale is not None:
         call["guidance_scale"] = guidance_scale
     info.update({"steps": steps, "guidance_scale": guidance_scale, "resolution": resolution, "dtype": dtype,
+                 "call_kwargs": call_kwargs,
                  "guidance_convention": "diffusers: uncond + s*(cond - uncond)",
                  "seed_rule": "image k (0-based, prompt-major) uses seed + k"})
     chunks = ((p, i, t, to_unit(x)) for p, i, t, x in generate_images(

@@ -24,6 +24,7 @@ import numpy as np
 
 from msdm.data.synthetic import SceneDistribution, render_scene, sample_attributes
 from msdm.io import write_json
+from msdm.utility.class_prompts import parse_label_set
 
 RENDER_MODES = ("follow", "contradict")
 
@@ -150,8 +151,8 @@ def write_synthetic_task(out: str | os.PathLike, task: str = "polyp", n_train_pe
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, k)))
             attrs = sample_attributes(rng)
             labels = _labels(spec, attrs)
-            if spec["multilabel"]:
-                folder = "+".join(sorted(labels)) or "none"
+            if spec["multilabel"]:  # the folder named like the prompt key of this label set
+                folder = next(f for f in folders if parse_label_set(f) == tuple(sorted(labels)))
             else:
                 (folder,) = labels
             if counts[folder] < n:
