@@ -30,6 +30,9 @@ class ClassifierModule(pl.LightningModule):
         weights: local ResNet-18 state dict to start from (``None``: random initialisation, works offline).
         lr, weight_decay: AdamW.
         class_names: names in target order (stored with the checkpoint, for reading predictions later).
+
+    Validation logs ``val/loss`` and, over the whole validation split at the epoch end, every metric of
+    :mod:`msdm.utility.metrics` (``val/balanced_accuracy``, ``val/auroc``, ...): what early stopping may monitor.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class ClassifierModule(pl.LightningModule):
         self.net = build_classifier(arch, num_classes, width, weights)
         self.loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
         self.test_index, self.test_probs, self.test_target = CatMetric(), CatMetric(), CatMetric()
+        self.val_index, self.val_probs, self.val_target = CatMetric(), CatMetric(), CatMetric()
         self.test_predictions: dict[str, torch.Tensor] | None = None  # filled at the end of test
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -68,32 +72,51 @@ class ClassifierModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch["pixel_values"])
-        # Mean over the epoch weighted by batch size, synchronised across ranks: the early-stopping signal.
+        # Mean over the epoch weighted by batch size, synchronised across ranks.
         self.log("val/loss", self._loss(logits, batch["target"]), prog_bar=True, sync_dist=True,
                  batch_size=len(batch["target"]))
+        self._collect(batch, self.probabilities(logits), self.val_index, self.val_probs, self.val_target)
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            return
+        _, probs, target = self._gathered(self.val_index, self.val_probs, self.val_target)
+        if len(target):
+            for name, value in classification_metrics(probs, target, self.hparams.multilabel).items():
+                self.log(f"val/{name}", value, sync_dist=False)
 
     def test_step(self, batch, batch_idx):
-        probs = self.probabilities(self(batch["pixel_values"]))
-        self.test_index.update(batch["index"].float())
-        self.test_probs.update(probs)
-        self.test_target.update(batch["target"].float() if self.hparams.multilabel else batch["target"].float()[:, None])
+        self._collect(batch, self.probabilities(self(batch["pixel_values"])), self.test_index, self.test_probs,
+                      self.test_target)
 
     def on_test_epoch_end(self):
+        index, probs, target = self._gathered(self.test_index, self.test_probs, self.test_target)
+        self.test_predictions = {"index": index, "probs": probs, "target": target}
+        for name, value in classification_metrics(probs, target, self.hparams.multilabel).items():
+            self.log(f"test/{name}", value, sync_dist=False)
+
+    # ------------------------------------------------------------------ exact predictions under DDP
+    def _collect(self, batch, probs, index_m, probs_m, target_m):
+        index_m.update(batch["index"].float())
+        probs_m.update(probs)
+        target_m.update(batch["target"].float() if self.hparams.multilabel else batch["target"].float()[:, None])
+
+    def _gathered(self, index_m, probs_m, target_m):
+        """(index, probs, target) of every sample once, in dataset order, gathered from all ranks; resets."""
+        if not index_m.update_called:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0)
         # compute() all-gathers: called on every rank (torchmetrics#2684), logged with sync_dist=False.
-        index = self.test_index.compute().long().reshape(-1)
-        probs = self.test_probs.compute().reshape(len(index), -1)
-        target = self.test_target.compute().reshape(len(index), -1)
+        index = index_m.compute().long().reshape(-1)
+        probs = probs_m.compute().reshape(len(index), -1)
+        target = target_m.compute().reshape(len(index), -1)
+        for m in (index_m, probs_m, target_m):
+            m.reset()
         order = torch.argsort(index, stable=True)
         index, probs, target = index[order], probs[order], target[order]
         keep = torch.ones_like(index, dtype=torch.bool)
         keep[1:] = index[1:] != index[:-1]  # DistributedSampler padding repeats the first samples
-        index, probs, target = index[keep], probs[keep].float().cpu(), target[keep].cpu()
-        target = target if self.hparams.multilabel else target[:, 0].long()
-        self.test_predictions = {"index": index.cpu(), "probs": probs, "target": target}
-        for name, value in classification_metrics(probs, target, self.hparams.multilabel).items():
-            self.log(f"test/{name}", value, sync_dist=False)
-        for m in (self.test_index, self.test_probs, self.test_target):
-            m.reset()
+        index, probs, target = index[keep].cpu(), probs[keep].float().cpu(), target[keep].cpu()
+        return index, probs, (target if self.hparams.multilabel else target[:, 0].long())
 
     def predict_step(self, batch, batch_idx):
         return self.probabilities(self(batch["pixel_values"]))

@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 
-# 8 + 8 real training images (6 + 6 after the validation split), 10 + 10 test images, 24 px, a 4-wide CNN, 3 epochs
-
 from msdm.cli import main
 from msdm.utility.synthetic_task import write_synthetic_task
 
+# 8 + 8 real training images (6 + 6 after the validation split), 10 + 10 test images, 24 px, a 4-wide CNN, 3 epochs
 FAST = ["--resolution", "24", "--width", "4", "--batch-size", "8", "--max-epochs", "3", "--patience", "2",
         "--accelerator", "cpu", "--bootstrap", "100"]
 

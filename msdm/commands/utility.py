@@ -72,6 +72,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--gen-dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     g.add_argument("--base-model", action="append", default=[], metavar="KIND=ID",
                    help="LoRA base model override: flux=..., prior=..., decoder=... (default: msdm_lora.json's)")
+    g.add_argument("--pipeline-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="LoRA generators: extra pipeline call argument (repeat; VALUE read as JSON when it parses, "
+                        "e.g. max_sequence_length=256)")
     g.add_argument("--generate-arg", action="append", default=[], metavar="ARG",
                    help="extra argument passed to `msdm generate` for MSDM pipelines (repeat; e.g. --generate-arg=--eta=0)")
 
@@ -93,7 +96,10 @@ def add_arguments(parser) -> None:
     c.add_argument("--weight-decay", type=float, default=1e-4)
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--max-epochs", type=int, default=40)
-    c.add_argument("--patience", type=int, default=8, help="early stopping on the real validation loss")
+    c.add_argument("--patience", type=int, default=8, help="epochs without a better validation value before stopping")
+    c.add_argument("--monitor", default="auroc", choices=["loss", "auroc", "balanced_accuracy", "accuracy", "macro_f1"],
+                   help="what early stopping and the best-checkpoint choice read on the real validation split "
+                        "(default auroc: threshold-free, and unlike the loss it keeps improving while a small net trained on few images grows overconfident; docs/utility.md)")
     c.add_argument("--hflip", action="store_true", help="random horizontal flips of training images")
     c.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
     c.add_argument("--devices", default="1", help="devices per run (DDP with > 1, or under torchrun)")
@@ -108,6 +114,21 @@ def add_arguments(parser) -> None:
     o.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     o.add_argument("--keep-checkpoints", action="store_true", help="keep each run's best checkpoint")
     o.add_argument("--title", default="", help="title of the plot")
+
+
+def _kwargs(pairs: list[str]) -> dict | None:
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"msdm utility: --pipeline-kwarg {pair!r}: write KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out or None
 
 
 def _fingerprint(obj) -> str:
@@ -146,9 +167,10 @@ def _train_and_test(run, real, test, pools, plan, args, run_dir, describe):
     model = ClassifierModule(num_classes=len(real.classes), multilabel=real.multilabel, arch=args.arch,
                              width=args.width, weights=args.weights, lr=args.lr, weight_decay=args.weight_decay,
                              class_names=real.classes)
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min", save_top_k=1,
+    monitor, mode = f"val/{args.monitor}", "min" if args.monitor == "loss" else "max"
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,
                            save_weights_only=True, enable_version_counter=False)
-    stop = EarlyStopping(monitor="val/loss", mode="min", patience=args.patience)
+    stop = EarlyStopping(monitor=monitor, mode=mode, patience=args.patience)
     accelerator = args.accelerator
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     deterministic = {"true": True, "warn": "warn", "auto": True if on_cpu else "warn"}[args.deterministic]
@@ -168,7 +190,7 @@ def _train_and_test(run, real, test, pools, plan, args, run_dir, describe):
     record = {"key": run.key, "fraction": run.fraction, "arm": run.arm.name, "generator": run.arm.generator,
               "ratio": run.arm.ratio, "seed": run.seed, "n_real": idx["n_real"], "n_synthetic": idx["n_synthetic"],
               "n_val": len(idx["real_val"]), "epochs": int(trainer.current_epoch),
-              "best_val_loss": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+              "best_val": {monitor: float(ckpt.best_model_score) if ckpt.best_model_score is not None else None},
               "metrics": metrics}
     return record, preds["probs"].numpy(), trainer.is_global_zero
 
@@ -179,6 +201,7 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
+    import lightning.pytorch  # noqa: F401  (imported first: it sets its loggers' levels on import)
     import numpy as np
 
     from msdm.io import atomic_file, write_json, write_text
@@ -187,8 +210,6 @@ def run(args) -> int:
     from msdm.utility.data import load_generated, load_labelled
     from msdm.utility.generators import images_per_prompt, materialize, parse_generator
     from msdm.utility.plan import ExperimentPlan, make_arms, required_per_stratum
-
-    import lightning.pytorch  # noqa: F401  (imported first: it sets its loggers' levels on import)
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # one line per run from us instead of Lightning's banners
@@ -221,7 +242,7 @@ def run(args) -> int:
         raise SystemExit(f"msdm utility: unknown arm kind(s) {sorted(unknown)}; use real, mixed, synthetic")
     arms = make_arms([s.name for s in specs], args.ratios, True, "mixed" in kinds, "synthetic" in kinds)
     extra = {k: getattr(args, k) for k in ("arch", "width", "weights", "lr", "weight_decay", "batch_size",
-                                             "max_epochs", "patience", "hflip", "resolution", "aspect")}
+                                             "max_epochs", "patience", "monitor", "hflip", "resolution", "aspect")}
     plan = ExperimentPlan(args.fractions, args.seeds, arms, args.val_fraction, args.balance, extra)
     pools = {}
     if specs:
@@ -249,7 +270,7 @@ def run(args) -> int:
                                  guidance_scale=args.guidance_scale, sampler=args.sampler,
                                  batch_size=args.gen_batch_size, device=args.gen_device, dtype=args.gen_dtype,
                                  base_models=dict(b.split("=", 1) for b in args.base_model) or None,
-                                 generate_args=args.generate_arg)
+                                 generate_args=args.generate_arg, call_kwargs=_kwargs(args.pipeline_kwarg))
             pools[s.name] = load_generated(folder, cp, real.classes, s.name, args.resolution, args.aspect,
                                            args.on_bad_sample)
             print(f"  {s.name}: {len(pools[s.name])} images {pools[s.name].class_counts()}")

@@ -14,9 +14,9 @@ shares its real subset, its validation split and its initialisation seed):
 
 The bootstrap computes the metrics vectorised over replicates (numpy; per-class confusion counts and rank-based
 AUROC with averaged ties, Mann–Whitney). ``tests/test_utility_stats.py`` checks them against torchmetrics — the
-definition the point estimates use (:mod:`msdm.utility.metrics`) — and scikit-learn. Vectorised, 1000 replicates of
-a 36-run table take about a second; torchmetrics called per replicate measured ~2 ms per metric set here, i.e.
-minutes for the same table.
+definition the point estimates use (:mod:`msdm.utility.metrics`) — on every replicate, and against scikit-learn.
+``bench/utility_bootstrap.py`` measured 40x faster than calling torchmetrics per replicate (5.4 s vs 216 s for a
+36-run table × 1000 replicates on a loaded 2-core VM; docs/benchmarks.md).
 """
 
 from __future__ import annotations
