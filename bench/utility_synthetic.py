@@ -37,7 +37,7 @@ def main(argv=None):
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--fractions", default="0.25,0.5,1")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--ratios", default="1")
+    ap.add_argument("--ratios", default="1,3")
     ap.add_argument("--no-render", action="store_true", help="leave out the render:follow / render:contradict arms")
     a = ap.parse_args(argv)
     out = Path(a.out)

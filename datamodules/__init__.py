@@ -8,5 +8,6 @@ from datamodules.image_text import ImageTextDataModule
 from datamodules.kvasir import KvasirVQADataModule
 from datamodules.rocov2 import ROCOv2DataModule
 from datamodules.synthetic import SyntheticGIDataModule
+from datamodules.utility import UtilityDataModule
 
-__all__ = ["ImageTextDataModule", "KvasirVQADataModule", "ROCOv2DataModule", "SyntheticGIDataModule"]
+__all__ = ["ImageTextDataModule", "KvasirVQADataModule", "ROCOv2DataModule", "SyntheticGIDataModule", "UtilityDataModule"]

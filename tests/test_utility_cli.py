@@ -48,7 +48,10 @@ def test_same_seeds_give_the_same_table_and_reruns_resume(task, tmp_path, capsys
     _utility(task, tmp_path / "a", *args)  # a rerun finds every run done
     assert capsys.readouterr().out.count("done earlier") == 4
     assert json.loads((tmp_path / "a" / "results.json").read_text())["rows"] == a["rows"]
-    _utility(task, tmp_path / "a", *args[:-2], "--arms", "mixed", "--max-epochs", "2")  # changed: redone
+    _utility(task, tmp_path / "a", *args, "--generator", "render:contradict")  # a new generator: only its runs train
+    out = capsys.readouterr().out
+    assert out.count("done earlier") == 4 and "f1/real+render-contradictx1/seed1" in out
+    _utility(task, tmp_path / "a", *args[:-4], "--seeds", "0", "--arms", "mixed", "--max-epochs", "2")  # changed
     assert "done earlier" not in capsys.readouterr().out
 
 

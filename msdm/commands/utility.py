@@ -276,15 +276,19 @@ def run(args) -> int:
             print(f"  {s.name}: {len(pools[s.name])} images {pools[s.name].class_counts()}")
 
     # 3. runs -------------------------------------------------------------------------------------------------------
-    base_settings = {"plan": plan.to_json(), "train": _data_fingerprint(real), "test": _data_fingerprint(test),
-                     "pools": {k: _data_fingerprint(v) for k, v in pools.items()}, "classes": real.classes,
-                     "multilabel": real.multilabel}
+    # A run's fingerprint holds only what determines that run, so adding a generator, a ratio or a fraction to an
+    # experiment reuses every run it already has.
+    data_fp = {"train": _data_fingerprint(real), "test": _data_fingerprint(test), "classes": real.classes,
+               "multilabel": real.multilabel, "val_fraction": plan.val_fraction, "classifier": plan.extra}
+    pool_fp = {k: _data_fingerprint(v) for k, v in pools.items()}
     records, probs = [], {}
     global_zero = True  # the report is written once, by rank 0 of the training runs
     runs = plan.runs()
     for k, r in enumerate(runs, 1):
         run_dir = out / "runs" / r.key
-        settings = {**base_settings, "run": r.key, "pool": base_settings["pools"].get(r.arm.generator)}
+        settings = {**data_fp, "fraction": r.fraction, "seed": r.seed, "arm": [r.arm.generator, r.arm.ratio,
+                    r.arm.use_real], "pool": pool_fp.get(r.arm.generator),
+                    "balance": plan.balance if r.arm.generator else None}
         fp = _fingerprint(settings)
         done = run_dir / "result.json"
         if done.is_file() and (run_dir / "test_probs.npy").is_file():
