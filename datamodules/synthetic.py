@@ -45,6 +45,9 @@ class SyntheticGIDataModule(pl.LightningDataModule):
         batch_size: images per batch (all splits).
         num_workers: DataLoader worker processes; with > 0 the workers are persistent (each keeps its render cache).
         val_prompts: prompts for validation sample grids (default: :data:`DEFAULT_VALIDATION_PROMPTS`).
+        caption_facts: training captions join 1..K of a scene's true captions (K = 1: one caption, the paper's
+            recipe; see :func:`msdm.data.compose.compose_caption` and docs/benchmarks.md, "Prompt adherence").
+            Validation and test keep one caption per scene.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class SyntheticGIDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         val_prompts: list[str] | None = None,
+        caption_facts: int = 1,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -77,9 +81,9 @@ class SyntheticGIDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         # Cheap: scenes render lazily on first access and are cached per process.
-        make = lambda n, split: SyntheticGIDataset(n, self.resolution, self.seed, split)  # noqa: E731
+        make = lambda n, split, k=1: SyntheticGIDataset(n, self.resolution, self.seed, split, caption_facts=k)  # noqa: E731
         if self.train_set is None:
-            self.train_set = make(self.num_train, "train")
+            self.train_set = make(self.num_train, "train", self.hparams.caption_facts)
         if self.val_set is None:
             self.val_set = make(self.num_val, "val")
         if self.test_set is None:

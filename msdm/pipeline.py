@@ -82,7 +82,8 @@ class MSDMPipeline(DiffusionPipeline):
         ``guidance_scale`` is in diffusers' convention ``uncond + s·(cond − uncond)``; 4.5 equals the reference's
         3.5 (see :mod:`msdm.diffusion`). ``guidance_scale <= 1`` disables guidance (one network call per step).
         ``eta`` is used by DDIM only (1.0 = the reference's stochastic DDIM). ``output_type``: ``"pil"``,
-        ``"np"`` (float [N, H, W, C] in [0, 1]) or ``"pt"`` (float [N, C, H, W] in [0, 1]).
+        ``"np"`` (float [N, H, W, C] in [0, 1]), ``"pt"`` (float [N, C, H, W] in [0, 1]) or ``"latent"`` (the
+        denoised latents [N, c, h, w] in the U-Net's scaled space, not decoded; as diffusers' pipelines).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
@@ -128,6 +129,9 @@ class MSDMPipeline(DiffusionPipeline):
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
             latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
 
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            return ImagePipelineOutput(images=latents) if return_dict else (latents,)
         images = self.decode_latents(latents)
         self.maybe_free_model_hooks()
         if output_type == "pt":

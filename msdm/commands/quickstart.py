@@ -31,6 +31,14 @@ def add_arguments(parser):
     parser.add_argument("--sample-steps", type=int, default=20, help="sampling steps for the sample grid")
     parser.add_argument("--text-encoder", default="builtin:all-MiniLM-L6-v2",
                         help="text encoder (default: the offline all-MiniLM-L6-v2 shipped on PyPI)")
+    parser.add_argument("--caption-facts", type=int, default=1,
+                        help="training captions join 1..K true facts of a scene (1 = one caption, the paper's recipe)")
+    parser.add_argument("--cfg-dropout", type=float, default=0.2, help="per-sample empty-prompt rate while training")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the grid and the pipeline "
+                        "(diffusers convention)")
+    parser.add_argument("--unet-lr", type=float, default=1e-3)
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--vae-ckpt", default=None, help="reuse a trained stage-1 checkpoint (skips the VAE stage)")
     parser.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -64,21 +72,27 @@ def run(args) -> int:
     times = {}
     pl.seed_everything(args.seed, verbose=False)
     dm = SyntheticGIDataModule(num_train=args.num_train, num_val=64, resolution=args.resolution, seed=args.seed,
-                               batch_size=args.batch_size, num_workers=0, val_prompts=PROMPTS)
+                               batch_size=args.batch_size, num_workers=0, val_prompts=PROMPTS,
+                               caption_facts=args.caption_facts)
 
-    print(f"[1/3] VAE (preset small) on {args.num_train} synthetic scenes at {args.resolution}², {args.vae_steps} steps")
     t = time.perf_counter()
-    vae = MSDMVAEModule(preset="small", lr=1e-3)
-    _trainer(out, args.vae_steps, args.accelerator, "vae").fit(vae, datamodule=dm)
-    vae_ckpt = out / "vae" / "checkpoints" / "last.ckpt"
+    if args.vae_ckpt:
+        print(f"[1/3] VAE: reusing {args.vae_ckpt}")
+        vae_ckpt = Path(args.vae_ckpt).resolve()
+    else:
+        print(f"[1/3] VAE (preset small) on {args.num_train} synthetic scenes at {args.resolution}², {args.vae_steps} steps")
+        vae = MSDMVAEModule(preset="small", lr=args.vae_lr)
+        _trainer(out, args.vae_steps, args.accelerator, "vae").fit(vae, datamodule=dm)
+        vae_ckpt = out / "vae" / "checkpoints" / "last.ckpt"
     times["vae"] = time.perf_counter() - t
 
     print(f"[2/3] U-Net (preset small) with {args.text_encoder}, {args.unet_steps} steps")
     t = time.perf_counter()
     unet = MSDMUNetModule(
-        preset="small", vae=str(vae_ckpt), text_encoder=args.text_encoder, latent_scaling="auto", lr=1e-3,
+        preset="small", vae=str(vae_ckpt), text_encoder=args.text_encoder, latent_scaling="auto", lr=args.unet_lr,
         lr_warmup_steps=100, loss_type="mse", ema_decay=0.995, sampler=args.sampler, num_inference_steps=args.sample_steps,
-        guidance_scale=3.0, sample_prompts=PROMPTS, image_size=args.resolution,
+        guidance_scale=args.guidance_scale, cfg_dropout=args.cfg_dropout, sample_prompts=PROMPTS,
+        image_size=args.resolution,
     )
     _trainer(out, args.unet_steps, args.accelerator, "unet").fit(unet, datamodule=dm)
     times["unet"] = time.perf_counter() - t
