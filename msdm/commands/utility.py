@@ -184,9 +184,9 @@ def _train_and_test(run, real, test, pools, plan, args, run_dir, describe):
     preds = model.test_predictions
     metrics = {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if not args.keep_checkpoints and ckpt.best_model_path and trainer.is_global_zero:
-        from pathlib import Path
+        import shutil
 
-        Path(ckpt.best_model_path).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     record = {"key": run.key, "fraction": run.fraction, "arm": run.arm.name, "generator": run.arm.generator,
               "ratio": run.arm.ratio, "seed": run.seed, "n_real": idx["n_real"], "n_synthetic": idx["n_synthetic"],
               "n_val": len(idx["real_val"]), "epochs": int(trainer.current_epoch),
@@ -199,6 +199,7 @@ def run(args) -> int:
     import json
     import logging
     import time
+    import warnings
     from pathlib import Path
 
     import lightning.pytorch  # noqa: F401  (imported first: it sets its loggers' levels on import)
@@ -213,6 +214,9 @@ def run(args) -> int:
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # one line per run from us instead of Lightning's banners
+    # Advice that does not apply to many small in-memory runs (data are decoded tensors; epochs may be one batch).
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
