@@ -52,9 +52,9 @@ def main(argv=None):
     for g in gens:
         cmd += ["--generator", g]
     cmd += ["--fractions", a.fractions, "--seeds", a.seeds, "--ratios", a.ratios, "--arms", "mixed,synthetic",
-            # the classifier: a small CNN from scratch at the pipeline's 64 px, flips, early stopping on real-val AUROC
+            # the classifier: a small CNN from scratch at the pipeline's 64 px, flips, early stopping on real-val loss
             "--resolution", str(a.resolution), "--width", "8", "--batch-size", "16", "--lr", "3e-3",
-            "--max-epochs", "40", "--patience", "10", "--hflip", "--monitor", "auroc",
+            "--max-epochs", "40", "--patience", "10", "--hflip",
             # the quickstart's sampling settings (msdm quickstart: dpm++sde, 20 steps, guidance 3.0)
             "--sampler", "dpm++sde", "--gen-steps", "20", "--guidance-scale", "3.0",
             "--title", "polyp vs no polyp, synthetic task", *extra]

@@ -97,9 +97,9 @@ def add_arguments(parser) -> None:
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--max-epochs", type=int, default=40)
     c.add_argument("--patience", type=int, default=8, help="epochs without a better validation value before stopping")
-    c.add_argument("--monitor", default="auroc", choices=["loss", "auroc", "balanced_accuracy", "accuracy", "macro_f1"],
+    c.add_argument("--monitor", default="loss", choices=["loss", "auroc", "balanced_accuracy", "accuracy", "macro_f1"],
                    help="what early stopping and the best-checkpoint choice read on the real validation split "
-                        "(default auroc: threshold-free, and unlike the loss it keeps improving while a small net trained on few images grows overconfident; docs/utility.md)")
+                        "(default loss; docs/utility.md shows why not auroc on tiny splits)")
     c.add_argument("--hflip", action="store_true", help="random horizontal flips of training images")
     c.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
     c.add_argument("--devices", default="1", help="devices per run (DDP with > 1, or under torchrun)")

@@ -2,8 +2,11 @@
 
 The question is whether synthetic images help *a* classifier, so the networks are deliberately standard:
 
-* ``small-cnn`` — four conv(3×3)–BN–ReLU–max-pool stages (width w, 2w, 4w, 4w), global average pooling, dropout,
-  a linear head. Trains from scratch in seconds on 32–64 px images on a CPU (tests, the synthetic task).
+* ``small-cnn`` — four conv(3×3)–GroupNorm–ReLU–max-pool stages (width w, 2w, 4w, 4w), global average pooling,
+  dropout, a linear head. Trains from scratch in seconds on 32–64 px images on a CPU (tests, the synthetic task).
+  GroupNorm, not BatchNorm: with a few dozen images an epoch is a handful of steps, BatchNorm's running statistics
+  lag behind the weights, and the eval-mode network of an early best checkpoint outputs one class for every image
+  (measured on the synthetic task: balanced accuracy 0.50 at AUROC 0.76–0.87; GroupNorm has no running statistics).
 * ``resnet18`` — torchvision's ResNet-18 (He et al. 2016), random initialisation by default (offline). With
   ``weights`` (a local ``.pth``/``.pt``/``.safetensors`` state dict, e.g. torchvision's ImageNet file copied to
   the machine) the backbone starts from it and a new head is fitted; inputs are then normalised with the ImageNet
@@ -36,7 +39,8 @@ def small_cnn(num_outputs: int, width: int = 32, in_channels: int = 3, dropout: 
     layers: list[nn.Module] = []
     c = in_channels
     for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.GroupNorm(min(4, w), w), nn.ReLU(inplace=True),
+                   nn.MaxPool2d(2)]
         c = w
     layers += [GlobalAvgPool(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, num_outputs)]
     return nn.Sequential(*layers)
