@@ -74,6 +74,7 @@ def loader(samples, batch_size):
 
 def bare_epochs(module, dl, epochs: int) -> list[tuple[float, float]]:
     """The module's training computation in a plain loop; returns (cpu, wall) seconds per epoch."""
+    from msdm.data import rng
     from msdm.diffusion import diffusion_loss, drop_captions
 
     opt = torch.optim.AdamW(module.unet.parameters(), lr=module.hparams.lr, betas=tuple(module.hparams.betas))
@@ -83,7 +84,7 @@ def bare_epochs(module, dl, epochs: int) -> list[tuple[float, float]]:
         dl.sampler.set_epoch(epoch)
         c0, w0 = time.process_time(), time.perf_counter()
         for batch in dl:
-            torch.manual_seed(step * 7919)  # reseed_for_step's formula (seed 0, rank 0)
+            rng.seed_torch(0, "train-step", step, 0, 0)  # reseed_for_step's keys (seed 0, no accumulation, rank 0)
             latents = module.batch_latents(batch, "train")
             captions, _ = drop_captions(list(batch["caption"]), module.hparams.cfg_dropout)
             states, mask = module.encode_prompts(captions)

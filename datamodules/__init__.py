@@ -1,4 +1,5 @@
-"""LightningDataModules: generic image+caption folders and HF datasets, Kvasir-VQA / MEDVQA-GI, ROCOv2, synthetic.
+"""LightningDataModules: generic image+caption folders and HF datasets, Kvasir-VQA / MEDVQA-GI, ROCOv2, synthetic;
+and the prompts of ``msdm predict`` (PromptDataModule).
 
 Every DataModule yields ``{"pixel_values", "caption", "id"}`` batches (docs/CONVENTIONS.md). Import them from here
 (``from datamodules import KvasirVQADataModule``) or name them in YAML (``class_path: datamodules.KvasirVQADataModule``).
@@ -6,8 +7,14 @@ Every DataModule yields ``{"pixel_values", "caption", "id"}`` batches (docs/CONV
 
 from datamodules.image_text import ImageTextDataModule
 from datamodules.kvasir import KvasirVQADataModule
+from datamodules.prompts import PromptDataModule
 from datamodules.rocov2 import ROCOv2DataModule
 from datamodules.synthetic import SyntheticGIDataModule
 from datamodules.utility import UtilityDataModule
 
+<<<<<<< HEAD
 __all__ = ["ImageTextDataModule", "KvasirVQADataModule", "ROCOv2DataModule", "SyntheticGIDataModule", "UtilityDataModule"]
+=======
+__all__ = ["ImageTextDataModule", "KvasirVQADataModule", "PromptDataModule", "ROCOv2DataModule",
+           "SyntheticGIDataModule"]
+>>>>>>> main

@@ -31,6 +31,7 @@ from msdm.data.captions import ImageRecord
 from msdm.data.dataset import ImageSource, ImageTextDataset, collate, verify_records
 from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.hf import load_hf, select_split
+from msdm.data.loader import ResumableDataLoader
 from msdm.data.paraphrase import ParaphraseStrategy, resolve_paraphrases
 from msdm.data.report import SkipReport, check_policy
 from msdm.data.sources import find_captions_file, records_from_hf, records_from_table
@@ -251,7 +252,8 @@ class ImageTextDataModule(LightningDataModule):
             return []  # Lightning skips validation/test with an empty list
         h = self.cfg
         workers = int(h.num_workers)
-        return DataLoader(
+        # training: resumable mid-epoch (its position is saved in Lightning's checkpoints, msdm.data.loader)
+        return (ResumableDataLoader if train else DataLoader)(
             ds,
             batch_size=h.batch_size if train else (h.val_batch_size or h.batch_size),
             sampler=EpochShuffleSampler(len(ds), seed=h.seed, shuffle=True) if train else None,

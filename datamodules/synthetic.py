@@ -9,8 +9,9 @@ Per-epoch captions: the training loader uses :class:`~msdm.data.epoch_sampler.Ep
 processes inside the indices, so it works with ``num_workers > 0`` and ``persistent_workers`` (where a
 ``dataset.set_epoch`` on the main process would never reach the workers' dataset copies), needs no
 ``reload_dataloaders_every_n_epochs``, and works under DDP (``DistributedSamplerWrapper`` forwards ``set_epoch``).
-Order and captions are pure functions of ``(seed, epoch)``, so a run resumed at an epoch boundary matches an
-uninterrupted one. Validation and test captions are fixed (epoch 0), so validation losses compare across epochs.
+Order and captions are pure functions of ``(seed, epoch)``, and the training loader is a
+:class:`~msdm.data.loader.ResumableDataLoader` (its position within the epoch is saved in Lightning's checkpoints),
+so a run resumed from any checkpoint, mid-epoch included, sees the batches of an uninterrupted one. Validation and test captions are fixed (epoch 0), so validation losses compare across epochs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from msdm.data.epoch_sampler import EpochShuffleSampler
+from msdm.data.loader import ResumableDataLoader
 from msdm.data.synthetic import SyntheticGIDataset, synthetic_collate
 
 #: Validation prompts for sample grids: diverse, all in the real MEDVQA-GI grammar and all renderable here.
@@ -90,7 +92,8 @@ class SyntheticGIDataModule(pl.LightningDataModule):
             self.test_set = make(self.num_val, "test")
 
     def _loader(self, dataset, sampler=None) -> DataLoader:
-        return DataLoader(
+        # the training loader (with a sampler) is resumable mid-epoch: its position goes into Lightning's checkpoints
+        return (ResumableDataLoader if sampler is not None else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,

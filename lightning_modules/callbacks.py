@@ -60,7 +60,8 @@ class GenerationMetrics(pl.Callback):
             test end (``msdm test`` with a checkpoint).
         max_real_images: use at most this many real images of the DataModule (None = all).
         batch_size: feature-extraction batch size; ``generate_kwargs``: extra ``generate()`` arguments
-            (``num_inference_steps``, ``guidance_scale``, …).
+            (``num_inference_steps``, ``guidance_scale``, …; under ``fast_dev_run`` ``num_inference_steps`` defaults to
+            2).
         reference_compatible / single_real: as in :func:`msdm.metrics.challenge.challenge_scores`.
     """
 
@@ -255,9 +256,14 @@ class GenerationMetrics(pl.Callback):
         world, rank = trainer.world_size, trainer.global_rank
         start, end = rank * len(prompts) // world, (rank + 1) * len(prompts) // world
         images = torch.zeros(0, 3, 1, 1)
+        kwargs = dict(self.generate_kwargs)
+        if trainer.fast_dev_run:  # a smoke run: a few sampling steps, not the module's full schedule
+            from lightning_modules.image_logging import FAST_DEV_RUN_STEPS
+
+            kwargs.setdefault("num_inference_steps", FAST_DEV_RUN_STEPS)
         if end > start:
             images = pl_module.generate(prompts[start:end], num_images_per_prompt=n, seed=self.seed + start * n,
-                                        **self.generate_kwargs)
+                                        **kwargs)
         prompt_numbers = torch.arange(start, end).repeat_interleave(n) + 1
         image_index = torch.arange(n).repeat(end - start)
         for name, ext in extractors.items():

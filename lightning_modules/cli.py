@@ -1,10 +1,16 @@
 """``msdm fit | validate | test | predict``: LightningCLI in subclass mode for model and data.
 
-The default config is ``cli.yaml``: the one in the current directory if there is one, else the repository's
-(``MSDM_CLI_CONFIG`` overrides both). ``-c configs/<experiment>.yaml`` and ``--model.*`` / ``--data.*`` /
-``--trainer.*`` flags override it, e.g.::
+Without ``-c``, the config is ``cli.yaml``: the one in the current directory if there is one, else the repository's
+(``MSDM_CLI_CONFIG`` overrides both). With ``-c configs/<experiment>.yaml`` that file alone (plus later ``-c``
+overlays and ``--model.*`` / ``--data.*`` / ``--trainer.*`` flags) is the config: LightningCLI would merge its default
+config files *under* every ``-c`` file, so values of ``cli.yaml`` (its seed, ``max_epochs``, its DataModule's
+arguments) leaked into every experiment that did not override them. E.g.::
 
     msdm fit -c configs/msdm_unet_kvasir.yaml --trainer.devices=4 --trainer.strategy=ddp
+
+``--ckpt_path last`` resumes the newest run of the same experiment (:mod:`lightning_modules.resume`): the newest
+``version_N`` of the config's logger that holds a ``last`` checkpoint, logging into that same version; it fails when
+there is none. ``--ckpt_path auto`` does the same but starts a new run when there is none (for requeued jobs).
 """
 
 from __future__ import annotations
@@ -16,7 +22,15 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 
-def default_config_files() -> list[str]:
+def has_config_arg(argv: list[str] | None) -> bool:
+    """Whether the command line names a config file (``-c`` / ``--config``)."""
+    return any(a in ("-c", "--config") or a.startswith(("--config=", "-c=")) for a in (argv or []))
+
+
+def default_config_files(argv: list[str] | None = None) -> list[str]:
+    """``[cli.yaml]`` when no ``-c`` is given, else ``[]`` (module docstring)."""
+    if has_config_arg(argv):
+        return []
     env = os.environ.get("MSDM_CLI_CONFIG")
     if env:
         return [env]
@@ -36,6 +50,22 @@ class MSDMLightningCLI(LightningCLI):
 
         super().__init__(*args, **kwargs)
 
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        # msdm predict writes images as they come (ChallengeImageWriter): do not also keep them all in memory
+        if sub == "predict" and self.config[sub].get("return_predictions") is None:
+            self.config[sub].return_predictions = False
+
+    def instantiate_trainer(self, **kwargs):
+        from lightning.pytorch.callbacks import BasePredictionWriter
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
+            from lightning_modules.prediction import ChallengeImageWriter
+
+            trainer.callbacks.append(ChallengeImageWriter())  # images in the challenge layout, with provenance
+        return trainer
+
     def _parse_ckpt_path(self) -> None:
         """Re-parse a checkpoint's hyper-parameters as Lightning does, also for checkpoints written outside the CLI.
 
@@ -47,7 +77,11 @@ class MSDMLightningCLI(LightningCLI):
 
         import torch
 
+        from lightning_modules.resume import resolve_ckpt_keyword
+
         sub = self.config.get("subcommand")
+        if sub:
+            resolve_ckpt_keyword(self.config[sub], sub)  # "last" / "auto" -> a file (or None), logger version pinned
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
@@ -66,16 +100,24 @@ class MSDMLightningCLI(LightningCLI):
             raise
 
 
-def run_lightning_cli(argv: list[str] | None = None, run: bool = True) -> MSDMLightningCLI:
-    files = default_config_files()
-    parser_kwargs = {sub: {"default_config_files": files} for sub in ("fit", "validate", "test", "predict")}
-    return MSDMLightningCLI(
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def cli_kwargs(argv: list[str] | None) -> dict:
+    """The ``LightningCLI`` arguments ``msdm`` uses for this command line (default config only without ``-c``)."""
+    files = default_config_files(argv)
+    return dict(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        parser_kwargs=parser_kwargs,
+        parser_kwargs={sub: {"default_config_files": files} for sub in SUBCOMMANDS},
         save_config_kwargs={"overwrite": True},
-        args=argv,
-        run=run,
     )
+
+
+def run_lightning_cli(argv: list[str] | None = None, run: bool = True) -> MSDMLightningCLI:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    return MSDMLightningCLI(**cli_kwargs(argv), args=argv, run=run)

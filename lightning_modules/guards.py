@@ -45,17 +45,35 @@ def register_gloo_teardown() -> None:
     _TEARDOWN_REGISTERED = True
 
 
-def reseed_for_step(module) -> None:
-    """Make this step's randomness a function of (global seed, global step, rank) only.
+def step_keys(module, batch_idx: int) -> tuple[int, int, int]:
+    """``(global step, micro-batch, rank)``: what every random draw of a training step is keyed on.
 
-    Noise, timesteps, CFG dropout, posterior samples and ``nn.Dropout`` all draw from the global RNG; reseeding it
-    at every training step makes a run resumed from a checkpoint draw exactly what the uninterrupted run drew,
-    without saving RNG states (which Lightning does not restore by default). Data order is made resumable
-    separately by epoch-seeded samplers (:class:`msdm.data.epoch_sampler.EpochShuffleSampler`, or Lightning's
-    ``DistributedSampler`` under DDP).
+    ``global_step`` counts optimizer steps and is restored exactly from any checkpoint; the micro-batch (position in
+    the gradient-accumulation window, 0 without accumulation) tells apart the batches of one optimizer step, following
+    Lightning's own accumulation boundaries; the rank gives each DDP process its own draws. Not ``(epoch, batch_idx)``
+    alone: that pair named other batches after a mid-epoch resume, before the loader became resumable.
     """
+    trainer = getattr(module, "_trainer", None)
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1) if trainer is not None else 1
+    return int(module.global_step), int(batch_idx) % accumulate, int(module.global_rank)
+
+
+def run_seed(module) -> int:
+    """The run's seed: ``seed_everything``'s value (``PL_GLOBAL_SEED``), else 0."""
     import os
 
-    base = int(os.environ.get("PL_GLOBAL_SEED", "0"))
-    seed = (base * 1_000_003 + module.global_step * 7919 + module.global_rank * 104_729) % (2**63 - 1)
-    torch.manual_seed(seed)
+    return int(os.environ.get("PL_GLOBAL_SEED", "0"))
+
+
+def reseed_for_step(module, batch_idx: int = 0, seed: int | None = None) -> None:
+    """Seed the global RNGs from ``(run seed, global step, micro-batch, rank)`` (:func:`step_keys`) at a step's start.
+
+    Noise, timesteps, CFG dropout, posterior samples and ``nn.Dropout`` all draw from the global RNG; reseeding it
+    at every training step makes a run resumed from any checkpoint (mid-epoch included) draw exactly what the
+    uninterrupted run drew, without saving RNG states. The data order and the per-sample choices of the data layer
+    are keyed separately on ``(seed, epoch, sample index)`` (:mod:`msdm.data.rng`), and the training loader's
+    position within the epoch is saved in the checkpoint (:class:`msdm.data.loader.ResumableDataLoader`).
+    """
+    from msdm.data import rng
+
+    rng.seed_torch(run_seed(module) if seed is None else seed, "train-step", *step_keys(module, batch_idx))

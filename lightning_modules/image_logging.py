@@ -8,12 +8,17 @@ import lightning.pytorch as pl
 
 from msdm.provenance import save_grid
 
+#: Sampling steps of sample grids and metric callbacks under ``fast_dev_run`` (unless set explicitly): a smoke run
+#: checks that generation works, not what it draws — DDIM-150 on a CPU would take most of the run.
+FAST_DEV_RUN_STEPS = 2
+
 
 class SampleGrid(pl.Callback):
     """Generate images for fixed prompts every ``every_n_epochs`` validations; log them to TensorBoard and write
     ``<log_dir>/samples/epoch=XXXX.png``.
 
     Prompts default to the module's ``sample_prompts``, then to the DataModule's ``validation_prompts``.
+    ``num_inference_steps`` defaults to the module's; under ``fast_dev_run`` to :data:`FAST_DEV_RUN_STEPS`.
     Generation runs on global rank zero only (a grid is for eyes, not metrics; the metric callbacks shard
     generation over ranks). Seeded, so grids of successive epochs are
     comparable.
@@ -37,11 +42,12 @@ class SampleGrid(pl.Callback):
                    or list(getattr(dm, "validation_prompts", []) or []))
         if not prompts:
             return
-        kwargs = {"num_inference_steps": self.steps} if self.steps else {}
+        steps = self.steps or (FAST_DEV_RUN_STEPS if trainer.fast_dev_run else None)
+        kwargs = {"num_inference_steps": steps} if steps else {}
         images = pl_module.generate(prompts, num_images_per_prompt=self.n, seed=self.seed, **kwargs)
         info = pl_module.generation_info() if hasattr(pl_module, "generation_info") else {}
-        if self.steps:
-            info = {**info, "steps": self.steps}
+        if steps:
+            info = {**info, "steps": steps}
         log_dir = trainer.log_dir or trainer.default_root_dir
         path = os.path.join(log_dir, "samples", f"epoch={trainer.current_epoch:04d}.png")
         grid = save_grid(images, path, prompts, self.seed, info, epoch=trainer.current_epoch,

@@ -7,14 +7,14 @@ refuses a checkpoint that lacks any LoRA weight this module has (a silently half
 than an error).
 
 Exact resume: every training step draws its noise and timesteps from a generator seeded by
-``(noise_seed, epoch, batch index, rank)``, not from the global RNG stream, so a run resumed from a checkpoint draws what
-the uninterrupted run drew.
+``(noise_seed, global step, micro-batch, rank)`` (:func:`lightning_modules.guards.step_keys`), and the global RNGs are
+reseeded from the same keys for anything else, so a run resumed from any checkpoint — mid-epoch included, with the
+resumable training loader of the DataModules — draws what the uninterrupted run drew.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -22,7 +22,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lightning_modules.guards import ensure_finite, register_gloo_teardown
+from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step, step_keys
+from lightning_modules.prediction import predict_step
+from msdm.data import rng
 
 
 def _is_lora_key(name: str) -> bool:
@@ -100,17 +102,18 @@ class LoRAModuleBase(L.LightningModule):
         seed = self.hparams.get("noise_seed")
         return int(seed if seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
 
-    def step_generator(self, *parts) -> torch.Generator:
-        """A generator on this module's device seeded by ``(base_seed, *parts)`` — never by global RNG state."""
-        blob = repr((self.base_seed(), *parts)).encode()
-        seed = int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
-        return torch.Generator(device=self.device).manual_seed(seed)
+    def step_generator(self, purpose: str, *parts: int) -> torch.Generator:
+        """A generator on this module's device seeded by ``(base_seed, purpose, *parts)`` — never by global RNG state."""
+        return rng.generator(self.base_seed(), purpose, *parts, device=self.device)
 
     def setup(self, stage: str) -> None:
         register_gloo_teardown()
 
+    def on_train_batch_start(self, batch, batch_idx):
+        reseed_for_step(self, batch_idx, seed=self.base_seed())  # draws without a generator (e.g. LoRA dropout)
+
     def training_step(self, batch, batch_idx):
-        gen = self.step_generator("train", self.current_epoch, batch_idx, self.global_rank)
+        gen = self.step_generator("lora-train", *step_keys(self, batch_idx))
         loss = self.loss(batch, gen)
         ensure_finite(self, loss)  # a NaN/inf loss stops the run before the optimizer step, naming the step
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
@@ -118,10 +121,20 @@ class LoRAModuleBase(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         # The same noise at every validation: the curve then moves only because the weights do.
-        gen = self.step_generator("val", batch_idx, self.global_rank)
+        gen = self.step_generator("lora-val", batch_idx, self.global_rank)
         loss = self.loss(batch, gen)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["caption"]))
         return loss
+
+    # ------------------------------------------------------------------ msdm predict
+    @torch.no_grad()
+    def generate_with_seeds(self, prompts: list[str], seeds: list[int], **sampling) -> torch.Tensor:
+        """Image ``i`` for ``prompts[i]`` with seed ``seeds[i]`` (``msdm predict``): one ``generate`` call per image, as
+        the stock pipelines draw a whole batch from one generator."""
+        return torch.cat([self.generate([p], 1, seed=int(s), **dict(sampling)) for p, s in zip(prompts, seeds)])
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return predict_step(self, batch)  # PromptDataModule batches -> images (lightning_modules/prediction.py)
 
     # ------------------------------------------------------------------ LoRA export at the end of fit
     def lora_export_dir(self) -> Path | None:

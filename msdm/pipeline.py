@@ -20,7 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from msdm.diffusion import REFERENCE_STEPS, make_sampler, sampler_name
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
-from msdm.models.text_encoder import encode_text
+from msdm.models.text_encoder import PromptEncoder
 
 
 class MSDMPipeline(DiffusionPipeline):
@@ -33,10 +33,11 @@ class MSDMPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
 
-    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256):
+    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256,
+                 text_chunking: str = "none"):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        self.register_to_config(resolution=resolution)
+        self.register_to_config(resolution=resolution, text_chunking=text_chunking)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -50,7 +51,11 @@ class MSDMPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return encode_text(self.tokenizer, self.text_encoder, prompts, device=self._execution_device)
+        """Token states and mask, encoded as the U-Net was trained (``text_chunking``: whole prompts or sentence by
+        sentence, :class:`~msdm.models.text_encoder.PromptEncoder`)."""
+        chunking = getattr(self.config, "text_chunking", "none")  # folders saved before the option: whole prompts
+        return PromptEncoder(self.tokenizer, self.text_encoder, chunking=chunking, memo_size=0)(
+            list(prompts), device=self._execution_device)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → images in [0, 1]: ``(x + 1) / 2`` and clamp. Never per-image min–max stretching (the

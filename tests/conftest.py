@@ -66,9 +66,8 @@ class SampleList(torch.utils.data.Dataset):
 
 
 def make_loader(samples, batch_size=4, shuffle=True, seed=0):
-    """Epoch-seeded loader (resumable order) over in-memory samples."""
-    from torch.utils.data import DataLoader
-
+    """Epoch-seeded, resumable loader (order and mid-epoch position survive a checkpoint) over in-memory samples."""
     from msdm.data.epoch_sampler import EpochShuffleSampler
+    from msdm.data.loader import ResumableDataLoader
 
-    return DataLoader(SampleList(samples), batch_size=batch_size, sampler=EpochShuffleSampler(len(samples), seed, shuffle))
+    return ResumableDataLoader(SampleList(samples), batch_size=batch_size, sampler=EpochShuffleSampler(len(samples), seed, shuffle))

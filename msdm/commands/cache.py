@@ -46,7 +46,7 @@ def run(args) -> int:
     cli = MSDMLightningCLI(
         model_class=LightningModule, datamodule_class=LightningDataModule,
         subclass_mode_model=True, subclass_mode_data=True, run=False, args=cli_args,
-        parser_kwargs={"default_config_files": default_config_files()}, save_config_callback=None,
+        parser_kwargs={"default_config_files": default_config_files(cli_args)}, save_config_callback=None,
     )
     model, dm = cli.model, cli.datamodule
     if not hasattr(model, "fill_cache") or model.hparams.get("cache_dir") is None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 NAME = "evaluate"
 HELP = ("Score generated images in the MEDVQA-GI layout (promptXXXX_imgYYYY.png) against real images: Fidelity, "
-        "Agreement, Diversity, FBD on BiomedCLIP features (+ FID with --fid), as in the challenge script.")
+        "Agreement, Diversity, FBD on BiomedCLIP features (+ FID with --fid), as in the challenge script; or, with "
+        "--adherence, their per-attribute prompt adherence on the synthetic scenes (no real images needed).")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("generated", help="folder of prompt{p:04d}_img{i:04d}.png files (p, i 1-based)")
-    parser.add_argument("--real-mapping", required=True,
-                        help="JSON {str(prompt number): [real image ids]} (the challenge's real_mapping)")
-    real = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("--real-mapping", default=None,
+                        help="JSON {str(prompt number): [real image ids]} (the challenge's real_mapping; required "
+                             "unless --adherence)")
+    real = parser.add_mutually_exclusive_group()
     real.add_argument("--real-images", help="folder of real images; an image's id is its file stem")
     real.add_argument("--real-dataset", help="Hugging Face dataset (save_to_disk folder, data folder or cached id)")
     parser.add_argument("--real-split", default="validation", help="dataset split (default: validation)")
@@ -37,10 +39,36 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", "-o", default=None, help="JSON result path (default: <generated>/metrics.json)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--adherence", action="store_true",
+                        help="synthetic scenes: per-attribute accuracy of the images against their prompts (box, "
+                             "text, instrument, polyp, ...; msdm.metrics.adherence). Prompts: --prompts, default "
+                             "<generated>/prompts.json; result: <generated>/adherence.json")
+
+
+def _run_adherence(args) -> int:
+    from pathlib import Path
+
+    from msdm.io import write_json
+    from msdm.metrics.adherence import evaluate_adherence_folder, format_accuracy
+
+    generated = Path(args.generated)
+    result = evaluate_adherence_folder(generated, args.prompts, batch_size=args.batch_size)
+    output = Path(args.output) if args.output else generated / "adherence.json"
+    write_json(output, result)
+    print(format_accuracy(result["accuracy"], result["counts"]))
+    print(f"\nwritten: {output}")
+    return 0
 
 
 def run(args) -> int:
     from pathlib import Path
+
+    if args.adherence:
+        return _run_adherence(args)
+    if not args.real_mapping or not (args.real_images or args.real_dataset):
+        print("error: scoring against real images needs --real-mapping and --real-images or --real-dataset "
+              "(for synthetic scenes without real images, pass --adherence)")
+        return 2
 
     import torch
 

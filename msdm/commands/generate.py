@@ -43,32 +43,6 @@ def add_arguments(parser):
                         help="number of shares (default: WORLD_SIZE / SLURM_NTASKS, else 1)")
 
 
-def _shard_record(out, rank: int, world: int):
-    return out / f".provenance-r{rank}of{world}.json"
-
-
-def _finish(out, prompts, world: int, generation: dict) -> bool:
-    """Merge every rank's record into provenance.json and write prompts.json; False if a share is still missing."""
-    import json
-
-    from msdm.io import write_json
-    from msdm.provenance import update_manifest
-
-    shards = [_shard_record(out, r, world) for r in range(world)]
-    entries = {}
-    try:
-        for p in shards:
-            entries.update(json.loads(p.read_text()))
-    except FileNotFoundError:
-        return False  # another share is still running (or another rank is merging right now)
-    write_json(out / "prompts.json", {str(k + 1): s for k, s in enumerate(prompts)})
-    entries["prompts.json"] = None  # hashed from the file
-    update_manifest(out, entries, generation=generation)
-    for p in shards:  # merged: a later run with the same shares must not mistake them for its own
-        p.unlink(missing_ok=True)
-    return True
-
-
 def run(args) -> int:
     import os
     import time
@@ -76,7 +50,7 @@ def run(args) -> int:
 
     import torch
 
-    from msdm.generation import env_rank_world, generate_images
+    from msdm.generation import env_rank_world, finish_sharded_output, generate_images, shard_record_path
     from msdm.io import write_json
     from msdm.pipeline import MSDMPipeline, images_to_uint8
     from msdm.prompts import challenge_filename, read_prompts
@@ -133,14 +107,14 @@ def run(args) -> int:
             entries[name] = save_png(arr, out / name, record)
             n += 1
     dt = time.perf_counter() - t0
-    write_json(_shard_record(out, rank, world), entries)  # this share's files, then (maybe) the folder's files
+    write_json(shard_record_path(out, rank, world), entries)  # this share's files, then (maybe) the folder's files
     if group:
         torch.distributed.barrier()  # every rank's images and records are on disk
         if rank == 0:
-            _finish(out, prompts, world, generation)
+            finish_sharded_output(out, prompts, world, generation)
         torch.distributed.destroy_process_group()
     else:
-        _finish(out, prompts, world, generation)  # completes only when every share has written its record
+        finish_sharded_output(out, prompts, world, generation)  # completes only when every share has written its record
     who = f" (rank {rank} of {world})" if world > 1 else ""
     print(f"wrote {n} images for {len(prompts)} prompts to {out}{who} in {dt:.1f} s ({n / max(dt, 1e-9):.2f} img/s)")
     return 0

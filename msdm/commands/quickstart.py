@@ -92,6 +92,7 @@ def run(args) -> int:
         preset="small", vae=str(vae_ckpt), text_encoder=args.text_encoder, latent_scaling="auto", lr=args.unet_lr,
         lr_warmup_steps=100, loss_type="mse", ema_decay=0.995, sampler=args.sampler, num_inference_steps=args.sample_steps,
         guidance_scale=args.guidance_scale, cfg_dropout=args.cfg_dropout, sample_prompts=PROMPTS,
+        text_chunking="sentence",  # joined training captions: each sentence encoded once (PromptEncoder)
         image_size=args.resolution,
     )
     _trainer(out, args.unet_steps, args.accelerator, "unet").fit(unet, datamodule=dm)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 NAME = "report"
 HELP = ("Mean ± std over runs (seeds) of Fidelity, Agreement, Diversity, FBD and FID as a Markdown table. A run is a "
-        "folder with metrics.json (msdm evaluate) or metrics.csv (Lightning CSVLogger), or the file itself; "
-        "write LABEL=PATH to name a row, otherwise runs are grouped by their parent folder's name.")
+        "folder with metrics.json (msdm evaluate), metrics.csv (Lightning CSVLogger) or TensorBoard event files "
+        "(the shipped configs' logs), or the file itself; write LABEL=PATH to name a row, otherwise runs are grouped "
+        "by their parent folder's name (--group-by run: one row per run, e.g. a LoRA rank sweep).")
 
 
 def add_arguments(parser) -> None:

@@ -1,8 +1,10 @@
 """Mean ± std of the metrics over runs (seeds), as Prompt to Polyp reports them (5 runs per model), in Markdown.
 
-A run is a ``metrics.json`` written by ``msdm evaluate`` (its ``"scores"``), any JSON of ``{name: number}``, or a
-Lightning ``CSVLogger`` ``metrics.csv`` (the last logged value of each metric, ``test/…`` from the metric callbacks
-preferred over ``val/…``). Runs are grouped into table rows by an explicit ``LABEL=PATH``, else by the run folder's parent name
+A run is a ``metrics.json`` written by ``msdm evaluate`` (its ``"scores"``), any JSON of ``{name: number}``, a
+Lightning ``CSVLogger`` ``metrics.csv``, or a TensorBoard log folder (``events.out.tfevents.*``, what every shipped
+config's ``TensorBoardLogger`` writes; all event files of the folder are read, so a run resumed into its own version
+folder counts once). From logs, each metric's value at the latest step is taken, ``test/…`` (``msdm test``, the
+metric callbacks at test end) preferred over a bare name over ``val/…``. Runs are grouped into table rows by an explicit ``LABEL=PATH``, else by the run folder's parent name
 (``runs/flux/seed0`` → ``flux``), or not at all.
 """
 
@@ -12,6 +14,8 @@ import csv
 import json
 import math
 import os
+import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -30,39 +34,84 @@ def canonical_name(name: str) -> str | None:
     return _CANON.get(name.rsplit("/", 1)[-1].lower())
 
 
+EVENTS_PREFIX = "events.out.tfevents."
+_VERSION = re.compile(r"^version_(\d+)$")
+
+
+def _has_events(folder: Path) -> bool:
+    return any(p.name.startswith(EVENTS_PREFIX) for p in folder.iterdir() if p.is_file())
+
+
 def find_metrics_file(run: str | os.PathLike) -> Path:
-    """The metrics file of a run: the path itself, ``metrics.json``/``metrics.csv`` in it, or the one below it."""
+    """The metrics of a run: the path itself, ``metrics.json``/``metrics.csv`` in it, a folder of TensorBoard event
+    files (the run folder or the one below it). Several ``version_N`` folders of one experiment: the newest."""
     run = Path(run)
     if run.is_file():
-        return run
+        return run.parent if run.name.startswith(EVENTS_PREFIX) else run
     if not run.is_dir():
         raise FileNotFoundError(f"run not found: {run}")
     for name in ("metrics.json", "metrics.csv"):
         if (run / name).is_file():
             return run / name
-    found = sorted(run.rglob("metrics.json")) or sorted(run.rglob("metrics.csv"))
+    if _has_events(run):
+        return run
+    logs = sorted({p.parent for p in run.rglob(f"{EVENTS_PREFIX}*")})
+    logs = [f for f in logs if not any(a in f.parents for a in logs)]  # a log folder's sub-writers belong to it
+    found = sorted(run.rglob("metrics.json")) or sorted(run.rglob("metrics.csv")) or logs
     if len(found) == 1:
         return found[0]
     if not found:
-        raise FileNotFoundError(f"no metrics.json or metrics.csv in {run}")
-    raise ValueError(f"{run} holds several metrics files ({', '.join(str(f) for f in found[:4])}…): pass one")
+        raise FileNotFoundError(f"no metrics.json, metrics.csv or TensorBoard event files in {run}")
+    versions = {f: _VERSION.match(f.name) for f in found}
+    if all(versions.values()) and len({f.parent for f in found}) == 1:  # version_0, version_1, ... of one logger
+        newest = max(found, key=lambda f: int(versions[f].group(1)))
+        warnings.warn(f"{run}: {len(found)} logger versions; reporting the newest, {newest} (pass another explicitly)",
+                      stacklevel=2)
+        return newest
+    raise ValueError(f"{run} holds several runs ({', '.join(str(f) for f in found[:4])}…): pass one")
+
+
+_PREFIX_RANK = {"test": 0, "": 1, "val": 2}  # test/… (msdm test) wins over a bare name, which wins over val/…
+
+
+def _prefix_rank(name: str) -> int:
+    return _PREFIX_RANK.get(name.rsplit("/", 1)[0] if "/" in name else "", 3)
+
+
+def tensorboard_scalars(folder: str | os.PathLike) -> dict[str, float]:
+    """``{tag: value at the latest step}`` of every scalar in a TensorBoard log folder (all its event files)."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={SCALARS: 0})  # 0: keep every value, not a sample
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags().get(SCALARS, []):
+        events = acc.Scalars(tag)
+        if events:  # a resumed run may log a step twice: the later write wins
+            out[tag] = float(max(events, key=lambda e: (e.step, e.wall_time)).value)
+    return out
 
 
 def load_run_metrics(run: str | os.PathLike) -> dict[str, float]:
     """``{canonical metric: value}`` of one run (unrounded)."""
     path = find_metrics_file(run)
     out: dict[str, float] = {}
-    if path.suffix == ".csv":
-        # the last logged value of each column; test/… (msdm test) wins over a bare name, which wins over val/…
-        rank = {"test": 0, "": 1, "val": 2}
+    if path.is_dir():  # TensorBoard event files
         best: dict[str, tuple[int, float]] = {}
+        for k, v in tensorboard_scalars(path).items():
+            c = canonical_name(k)
+            if c and not math.isnan(v) and (c not in best or _prefix_rank(k) < best[c][0]):
+                best[c] = (_prefix_rank(k), v)
+        return {c: v for c, (_, v) in best.items()}
+    if path.suffix == ".csv":
+        # the last logged value of each column
+        best = {}
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 for k, v in row.items():
                     c = canonical_name(k or "")
                     if c and v not in ("", None):
-                        prefix = k.rsplit("/", 1)[0] if "/" in k else ""
-                        r = rank.get(prefix, 3)
+                        r = _prefix_rank(k)
                         if c not in best or r <= best[c][0]:
                             best[c] = (r, float(v))
         return {c: v for c, (_, v) in best.items()}

@@ -9,6 +9,8 @@ ships inside site-packages; the alias :data:`BUILTIN_MINILM` resolves to that fo
 
 from __future__ import annotations
 
+import re
+
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -104,3 +106,89 @@ def encode_text(
     ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
     out = text_encoder(input_ids=ids, attention_mask=mask)
     return out.last_hidden_state, mask
+
+
+# =====================================================================================================================
+# Prompt encoding policy: whole prompts (the paper) or sentence by sentence, with an exact memo
+# =====================================================================================================================
+
+TEXT_CHUNKING = ("none", "sentence")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(prompt: str) -> list[str]:
+    """The sentences of a prompt, split after ``.``, ``!`` or ``?`` followed by whitespace ("" stays one chunk)."""
+    parts = [s for s in _SENTENCE_END.split(prompt.strip()) if s]
+    return parts or [""]
+
+
+class PromptEncoder:
+    """Prompts → ``(token states [N, L, D], mask [N, L])`` with L = ``max_length``, memoised exactly.
+
+    ``chunking="none"`` encodes each prompt whole (the paper, and :func:`encode_text`). ``chunking="sentence"``
+    encodes every sentence on its own and concatenates the sentences' real tokens in order (each keeps its own
+    special tokens), truncated to L and zero-padded: the way long prompts are chunked for CLIP in diffusers'
+    community pipelines, here per sentence. It exists for training captions that join several one-fact sentences
+    (:func:`msdm.data.compose.compose_caption`): a whole-prompt encoder would run on almost every step (every joined
+    caption is new), while the few hundred distinct sentences of a corpus are each encoded once. A one-sentence
+    prompt gets the same real-token states either way (padding differs, and is masked out by the U-Net).
+
+    The memo is exact because the encoder is frozen and in eval mode; it is keyed by the unit encoded (prompt or
+    sentence) and holds at most ``memo_size`` entries (cleared when full). Use one encoder per device/dtype.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, text_encoder: PreTrainedModel,
+                 max_length: int | None = None, chunking: str = "none", memo_size: int = 4096):
+        if chunking not in TEXT_CHUNKING:
+            raise ValueError(f"text chunking must be one of {TEXT_CHUNKING}, got {chunking!r}")
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self.max_length = int(max_length or tokenizer.model_max_length)
+        self.chunking, self.memo_size = chunking, int(memo_size)
+        self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def clear(self) -> None:
+        self._memo = {}
+
+    @torch.no_grad()
+    def _lookup(self, units: list[str], device) -> None:
+        """Make sure every unit is in the memo (encoding the missing ones in one batch)."""
+        missing = list(dict.fromkeys(u for u in units if u not in self._memo))
+        if not missing:
+            return
+        if self.memo_size <= 0 or len(self._memo) + len(missing) > self.memo_size:
+            self._memo = {}  # simple bound; then every unit of this call is missing
+            missing = list(dict.fromkeys(units))
+        states, mask = encode_text(self.tokenizer, self.text_encoder, missing, self.max_length, device)
+        for u, s, m in zip(missing, states, mask):
+            self._memo[u] = (s, m)
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        prompts = list(prompts)
+        device = device if device is not None else self.text_encoder.device
+        if self.chunking == "none":
+            self._lookup(prompts, device)
+            got = [self._memo[p] for p in prompts]
+            out = torch.stack([s for s, _ in got]), torch.stack([m for _, m in got])
+            if self.memo_size <= 0:
+                self._memo = {}
+            return out
+        chunks = [split_sentences(p) for p in prompts]
+        self._lookup([c for cs in chunks for c in cs], device)
+        first = next(iter(self._memo.values()))[0]
+        states = first.new_zeros(len(prompts), self.max_length, first.shape[-1])
+        mask = torch.zeros(len(prompts), self.max_length, dtype=torch.long, device=first.device)
+        for i, cs in enumerate(chunks):
+            pos = 0
+            for c in cs:
+                s, m = self._memo[c]
+                real = m.nonzero().squeeze(-1)[: self.max_length - pos]  # the real tokens, whatever the padding side
+                n = len(real)
+                states[i, pos : pos + n] = s[real]
+                mask[i, pos : pos + n] = 1
+                pos += n
+                if pos >= self.max_length:
+                    break
+        if self.memo_size <= 0:
+            self._memo = {}
+        return states, mask

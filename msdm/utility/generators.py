@@ -116,7 +116,7 @@ def write_challenge_folder(chunks, prompts: list[str], out: Path, num_images: in
                            rank: int, world: int) -> int:
     """Save ``(prompt_idx, image_idx, texts, images)`` chunks (float ``[b, 3, H, W]`` in [0, 1]) with provenance,
     then finish the folder exactly as ``msdm generate`` does (shard records, ``prompts.json``, manifest)."""
-    from msdm.commands.generate import _finish, _shard_record  # the one folder-finishing logic of msdm generate
+    from msdm.generation import finish_sharded_output, shard_record_path  # msdm generate's folder finishing
     from msdm.io import write_json
     from msdm.pipeline import images_to_uint8
     from msdm.provenance import make_record, save_png
@@ -129,10 +129,10 @@ def write_challenge_folder(chunks, prompts: list[str], out: Path, num_images: in
             record = make_record(text, seed + k, info, prompt_index=p + 1, image_index=i + 1)
             entries[challenge_filename(p + 1, i + 1)] = save_png(arr, out / challenge_filename(p + 1, i + 1), record)
             n += 1
-    write_json(_shard_record(out, rank, world), entries)
+    write_json(shard_record_path(out, rank, world), entries)
     generation = {**info, "seed": seed, "num_images_per_prompt": num_images, "num_prompts": len(prompts),
                   "synthetic": True}
-    _finish(out, prompts, world, generation)
+    finish_sharded_output(out, prompts, world, generation)
     return n
 
 
