@@ -12,9 +12,5 @@ from datamodules.rocov2 import ROCOv2DataModule
 from datamodules.synthetic import SyntheticGIDataModule
 from datamodules.utility import UtilityDataModule
 
-<<<<<<< HEAD
-__all__ = ["ImageTextDataModule", "KvasirVQADataModule", "ROCOv2DataModule", "SyntheticGIDataModule", "UtilityDataModule"]
-=======
 __all__ = ["ImageTextDataModule", "KvasirVQADataModule", "PromptDataModule", "ROCOv2DataModule",
-           "SyntheticGIDataModule"]
->>>>>>> main
+           "SyntheticGIDataModule", "UtilityDataModule"]
