@@ -10,6 +10,7 @@ from datamodules.kvasir import KvasirVQADataModule
 from datamodules.prompts import PromptDataModule
 from datamodules.rocov2 import ROCOv2DataModule
 from datamodules.synthetic import SyntheticGIDataModule
+from datamodules.utility import UtilityDataModule
 
 __all__ = ["ImageTextDataModule", "KvasirVQADataModule", "PromptDataModule", "ROCOv2DataModule",
-           "SyntheticGIDataModule"]
+           "SyntheticGIDataModule", "UtilityDataModule"]
