@@ -160,7 +160,7 @@ def save_png(image, path: str | os.PathLike, record: dict) -> dict:
 
 
 def save_grid(images, path: str | os.PathLike, prompts: list[str], seed: int | None,
-              generation_info: dict | None = None, **extra):
+              generation_info: dict | None = None, layout: str | None = None, **extra):
     """Save float images ``[len(prompts) * n, 3, H, W]`` in [0, 1] (prompt-major) as one grid PNG, one row per
     prompt, carrying a grid record, and list it in its folder's manifest. Returns the grid tensor ``[3, H', W']``.
 
@@ -173,7 +173,8 @@ def save_grid(images, path: str | os.PathLike, prompts: list[str], seed: int | N
     grid = make_grid(images, nrow=n)
     arr = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
     record = make_record(prompts, seed, generation_info, kind="grid", num_images_per_prompt=n,
-                         layout=f"one row per prompt, {n} images per row; image k (row-major) uses seed + k", **extra)
+                         layout=layout or f"one row per prompt, {n} images per row; image k (row-major) uses seed + k",
+                         **extra)
     path = Path(path)
     update_manifest(path.parent, {path.name: save_png(arr, path, record)})
     return grid
