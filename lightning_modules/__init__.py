@@ -8,6 +8,7 @@ from lightning_modules.adherence import AdherenceCallback, VAECheck
 from lightning_modules.callbacks import GenerationMetrics
 from lightning_modules.checkpointing import ResumableCheckpoint
 from lightning_modules.classifier import ClassifierModule
+from lightning_modules.conditioning import ConditioningDiagnostic
 from lightning_modules.flux_lora import FluxLoRAModule
 from lightning_modules.image_logging import SampleGrid
 from lightning_modules.kandinsky_lora import KandinskyLoRAModule
@@ -16,4 +17,4 @@ from lightning_modules.unet_module import MSDMUNetModule
 from lightning_modules.vae_module import MSDMVAEModule
 
 __all__ = ["MSDMVAEModule", "MSDMUNetModule", "KandinskyLoRAModule", "FluxLoRAModule", "SampleGrid", "GenerationMetrics",
-           "AdherenceCallback", "VAECheck", "ResumableCheckpoint", "ChallengeImageWriter", "ClassifierModule"]
+           "AdherenceCallback", "VAECheck", "ConditioningDiagnostic", "ResumableCheckpoint", "ChallengeImageWriter", "ClassifierModule"]

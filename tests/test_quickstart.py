@@ -57,10 +57,11 @@ def test_quickstart_at_toy_size(tmp_path, tiny_text_encoder, capsys):
 def test_quickstart_recipes_fill_only_unset_options():
     from argparse import Namespace
 
-    args = Namespace(recipe="paper", vae_steps=None, vae_batch_size=None, caption_facts=None, max_length=None,
-                     guidance_scale=5.0)
+    args = Namespace(recipe="paper", vae_steps=None, vae_batch_size=None, unet_steps=None, batch_size=None,
+                     caption_facts=None, max_length=None, guidance_scale=5.0)
     resolve_recipe(args)
-    assert (args.vae_steps, args.vae_batch_size, args.caption_facts, args.max_length) == (300, 16, 1, 64)
+    assert (args.vae_steps, args.vae_batch_size, args.unet_steps, args.batch_size) == (300, 16, 800, 16)
+    assert (args.caption_facts, args.max_length) == (1, 64)
     assert args.guidance_scale == 5.0  # given explicitly: kept
     assert PROMPTS == [p for pair in PAIRS.values() for p in pair] and len(PROMPTS) == 8
 
