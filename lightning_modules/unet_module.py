@@ -450,6 +450,7 @@ class MSDMUNetModule(FrozenParts, pl.LightningModule):
             vae=self.vae, unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
             scheduler=make_sampler(sampler or self.hparams.sampler, dict(self.scheduler.config)),
             resolution=self.resolution, text_chunking=self.hparams.text_chunking,
+            guidance_scale=self.hparams.guidance_scale,
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe

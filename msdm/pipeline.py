@@ -44,10 +44,12 @@ class MSDMPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256,
-                 text_chunking: str = "none"):
+                 text_chunking: str = "none", guidance_scale: float = 4.5):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        self.register_to_config(resolution=resolution, text_chunking=text_chunking)
+        # guidance_scale: the default of __call__, saved with the folder, so that a pipeline exported from a run
+        # samples with the guidance it was validated at (the quickstart's adherent recipe: 10) unless told otherwise
+        self.register_to_config(resolution=resolution, text_chunking=text_chunking, guidance_scale=float(guidance_scale))
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -145,7 +147,7 @@ class MSDMPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
-        guidance_scale: float = 4.5,
+        guidance_scale: float | None = None,
         num_inference_steps: int = REFERENCE_STEPS,
         generator: torch.Generator | list[torch.Generator] | None = None,
         height: int | None = None,
@@ -166,6 +168,8 @@ class MSDMPipeline(DiffusionPipeline):
 
         ``guidance_scale`` is in diffusers' convention ``uncond + s·(cond − uncond)``; 4.5 equals the reference's
         3.5 (see :mod:`msdm.diffusion`). ``guidance_scale <= 1`` disables guidance (one network call per step).
+        ``None`` takes the folder's ``config.guidance_scale`` (what the run that exported it sampled with; 4.5 for
+        folders saved before the option).
         ``eta`` is used by DDIM only (1.0 = the reference's stochastic DDIM). ``output_type``: ``"pil"``,
         ``"np"`` (float [N, H, W, C] in [0, 1]), ``"pt"`` (float [N, C, H, W] in [0, 1]) or ``"latent"`` (the
         denoised latents [N, c, h, w] in the U-Net's scaled space, not decoded; as diffusers' pipelines).
@@ -187,6 +191,8 @@ class MSDMPipeline(DiffusionPipeline):
         unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} not in {self._callback_tensor_inputs}")
+        if guidance_scale is None:
+            guidance_scale = float(getattr(self.config, "guidance_scale", 4.5))
         self._guidance_scale, self._interrupt = guidance_scale, False
         device = self._execution_device
         res = self.config.resolution

@@ -35,6 +35,19 @@ def test_guidance_changes_the_result_and_one_means_no_guidance(pipe):
     assert (_run(pipe, guidance_scale=4.5) - _run(pipe, guidance_scale=1.0)).abs().max() > 1e-4
 
 
+def test_default_guidance_comes_from_the_folder(pipe, tmp_path):
+    # a folder remembers the guidance its run sampled with; None (the default) uses it, an explicit value wins
+    assert pipe.config.guidance_scale == 4.5
+    pipe.register_to_config(guidance_scale=7.0)
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = MSDMPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.guidance_scale == 7.0
+    torch.testing.assert_close(_run(loaded), _run(loaded, guidance_scale=7.0), atol=0, rtol=0)
+    assert loaded.guidance_scale == 7.0
+    assert (_run(loaded) - _run(loaded, guidance_scale=4.5)).abs().max() > 1e-4
+
+
 def test_save_load_round_trip_is_identical(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
     assert sorted(os.listdir(tmp_path / "pipe")) == ["model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"]

@@ -49,6 +49,7 @@ def test_quickstart_at_toy_size(tmp_path, tiny_text_encoder, capsys):
         tags["scalars"] |= set(acc.Tags()["scalars"])
     assert "samples" in tags["images"] and "hp_metric" not in tags["scalars"], tags
     pipe = MSDMPipeline.from_pretrained(str(out / "pipeline"))
+    assert pipe.config.guidance_scale == RECIPES["adherent"]["guidance_scale"]  # the exported folder samples as validated
     imgs = pipe(["Generate an image containing a polyp."], num_inference_steps=2,
                 generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert imgs.shape == (1, 3, 32, 32) and torch.isfinite(imgs).all()
