@@ -1,6 +1,6 @@
 """Prompt adherence of a trained MSDM pipeline on the synthetic scenes (issue 10's yardstick).
 
-    python bench/adherence.py --pipeline runs/qs_base/pipeline [--sampler dpm++sde --steps 20 --guidance 3.0
+    python bench/adherence.py --pipeline runs/qs_base/pipeline [--sampler dpm++sde --steps 20 --guidance 10
                               --num-images 24 --seed 0]
     python bench/adherence.py --renders          # the ceiling: perfect renders of each prompt's facts
 
@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--renders", action="store_true", help="score perfect renders of each prompt (the ceiling)")
     parser.add_argument("--sampler", default="dpm++sde", help="sampler (default dpm++sde)")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    parser.add_argument("--guidance", type=float, default=3.0,
-                        help="guidance scale, diffusers convention uncond + s*(cond - uncond) (default 3.0, the quickstart's)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale, diffusers convention uncond + s*(cond - uncond) (default: the pipeline "
+                             "folder's config.guidance_scale, what its run sampled with)")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (default 1.0)")
     parser.add_argument("--num-images", type=int, default=24, help="images per prompt (same seeds for every prompt)")
     parser.add_argument("--seed", type=int, default=0, help="image i of every prompt uses seed + i")
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe = MSDMPipeline.from_pretrained(args.pipeline).to(device)
         pipe.set_progress_bar_config(disable=True)
         pipe.set_sampler(args.sampler)
+        if args.guidance is None:
+            args.guidance = float(pipe.config.guidance_scale)
         generate_fn = pipeline_generate_fn(pipe, batch_size=args.batch_size, guidance_scale=args.guidance,
                                            num_inference_steps=args.steps, eta=args.eta)
         config = {"source": str(Path(args.pipeline).resolve()), "sampler": args.sampler, "steps": args.steps,

@@ -1,7 +1,7 @@
 """Fast sampling judged by what users care about: distance to held-out data and prompt adherence, per sampler.
 
     python bench/sampler_quality.py --pipeline msdm_quickstart/pipeline [--n-fd 256] [--num-images 24]
-        [--samplers dpm++sde:10,15,20 dpm++:20 ddim:20,50] [--guidance-scale 3.0]
+        [--samplers dpm++sde:10,15,20 dpm++:20 ddim:20,50] [--guidance-scale G]
 
 For the reference sampler (DDIM-150, η = 1, as the paper's code samples) and each fast setting it measures, on a
 pipeline trained on the embedded synthetic scenes:
@@ -92,7 +92,8 @@ def main() -> int:
                          "DDIM η=1; dpm++ = DPM-Solver++ 2M, deterministic; ddim = DDIM η=1)")
     ap.add_argument("--n-fd", type=int, default=256, help="held-out scenes (one generated image each) for FID")
     ap.add_argument("--num-images", type=int, default=24, help="images per prompt of the paired adherence table")
-    ap.add_argument("--guidance-scale", type=float, default=3.0, help="diffusers convention (the quickstart's 3.0)")
+    ap.add_argument("--guidance-scale", type=float, default=None,
+                    help="diffusers convention (default: the pipeline folder's config.guidance_scale)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--out", default="bench_out/sampler_quality", help="image store (reused on rerun)")
@@ -105,6 +106,8 @@ def main() -> int:
     from msdm.pipeline import MSDMPipeline
 
     pipe = MSDMPipeline.from_pretrained(args.pipeline)
+    if args.guidance_scale is None:
+        args.guidance_scale = float(pipe.config.guidance_scale)
     pipe.set_progress_bar_config(disable=True)
     counter = CallCounter(pipe.unet)
     res = pipe.config.resolution
