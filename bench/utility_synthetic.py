@@ -55,8 +55,9 @@ def main(argv=None):
             # the classifier: a small CNN from scratch at the pipeline's 64 px, flips, early stopping on real-val loss
             "--resolution", str(a.resolution), "--width", "8", "--batch-size", "16", "--lr", "3e-3",
             "--max-epochs", "40", "--patience", "10", "--hflip",
-            # the quickstart's sampling settings (msdm quickstart: dpm++sde, 20 steps, guidance 3.0)
-            "--sampler", "dpm++sde", "--gen-steps", "20", "--guidance-scale", "3.0",
+            # the quickstart's sampling settings (dpm++sde, 20 steps; guidance: each pipeline folder's own, which
+            # is what its run sampled with — 10 for today's quickstart; pass -- --guidance-scale G to override)
+            "--sampler", "dpm++sde", "--gen-steps", "20",
             "--title", "polyp vs no polyp, synthetic task", *extra]
     print("msdm " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     t = time.perf_counter()

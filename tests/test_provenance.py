@@ -174,6 +174,22 @@ def test_generate_writes_provenance(tiny_pipeline, tmp_path, capsys):
     assert main(["provenance", str(out)]) == 1
 
 
+def test_generate_uses_the_folders_guidance_unless_given(tiny_pipeline, tmp_path):
+    import shutil
+
+    folder = tmp_path / "g7"
+    shutil.copytree(tiny_pipeline, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "guidance_scale": 7.0}))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Generate an image containing a polyp.\n")
+    for extra, expected in (([], 7.0), (["--guidance-scale", "2.5"], 2.5)):
+        out = tmp_path / f"gen{expected}"
+        assert main(["generate", "--pipeline", str(folder), "--prompts", str(prompts), "--num-images", "1",
+                     "--out", str(out), "--steps", "2", *extra]) == 0
+        assert read_record(out / "prompt0001_img0001.png")["guidance_scale"] == expected
+
+
 def test_sample_grid_writes_provenance(tmp_path):
     import lightning.pytorch as pl
 

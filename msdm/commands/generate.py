@@ -31,8 +31,10 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=None,
                         help="sampling steps (default: 150 for ddim, 20 for dpm++ / dpm++sde — the sampler given, "
                              "else the pipeline's)")
-    parser.add_argument("--guidance-scale", type=float, default=4.5,
-                        help="diffusers convention uncond + s*(cond-uncond); 4.5 = the reference's 3.5")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="diffusers convention uncond + s*(cond-uncond); default: the pipeline folder's "
+                             "config.guidance_scale (what its run sampled with; 4.5 = the reference's 3.5 for older "
+                             "folders)")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1.0 = the reference)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
@@ -78,6 +80,8 @@ def run(args) -> int:
         pipe.set_sampler(args.sampler)
     # the default steps follow the sampler that runs: the one asked for, else the one saved in the pipeline
     steps = args.steps or (20 if sampler_name(pipe.scheduler) in ("dpm++", "dpm++sde") else 150)
+    if args.guidance_scale is None:
+        args.guidance_scale = float(getattr(pipe.config, "guidance_scale", 4.5))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # What reproduces an image besides its prompt and seed: the pipeline's generation_info() (sampler) plus the
