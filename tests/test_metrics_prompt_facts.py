@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from msdm.data.scene import INSTRUMENTS, PARIS_TYPES, POLYP_SIZES, POLYP_TONES, sample_attributes
+from msdm.data.scene import sample_attributes
 from msdm.data.scene_captions import captions_for, scene_locations
 from msdm.metrics.prompt_facts import FACT_KEYS, parse_prompt
+from msdm.metrics.prompt_scenes import scene_facts
 
 PROMPTS_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "prompts" / (
     "medvqa_gi_2024_dev_prompt_counts.csv")
@@ -19,22 +20,7 @@ PROMPTS_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "
 
 def _truth(attrs, locations) -> dict:
     """The facts of a scene, computed from its attributes (independently of the caption wording)."""
-    colors = {c for p in attrs.polyps for c in POLYP_TONES[p.tone]}
-    return {
-        "procedure": attrs.procedure,
-        "text": attrs.has_text,
-        "box": attrs.box_artefact,
-        "instrument": bool(attrs.instruments),
-        "instrument_count": len(attrs.instruments),
-        "instrument_kinds": tuple(k for k in INSTRUMENTS if any(i.kind == k for i in attrs.instruments)),
-        "instrument_locations": tuple(locations["instrument"]),
-        "polyp": bool(attrs.polyps),
-        "polyp_count": len(attrs.polyps),
-        "polyp_sizes": tuple(s for s in POLYP_SIZES if any(p.size == s for p in attrs.polyps)),
-        "polyp_paris": tuple(t for t in PARIS_TYPES if any(p.paris == t for p in attrs.polyps)),
-        "polyp_colors": tuple(c for c in ("pink", "red") if c in colors),
-        "polyp_locations": tuple(locations["abnormality"]),
-    }
+    return scene_facts(attrs, locations)
 
 
 @pytest.fixture(scope="module")

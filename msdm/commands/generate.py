@@ -81,7 +81,7 @@ def run(args) -> int:
     # the default steps follow the sampler that runs: the one asked for, else the one saved in the pipeline
     steps = args.steps or (20 if sampler_name(pipe.scheduler) in ("dpm++", "dpm++sde") else 150)
     if args.guidance_scale is None:
-        args.guidance_scale = float(getattr(pipe.config, "guidance_scale", 4.5))
+        args.guidance_scale = float(pipe.config.guidance_scale)  # 4.5 for folders saved before the option
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # What reproduces an image besides its prompt and seed: the pipeline's generation_info() (sampler) plus the

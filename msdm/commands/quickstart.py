@@ -174,9 +174,8 @@ def run(args) -> int:
     if args.adherence_images:
         from msdm.metrics.adherence import SceneDetector, format_paired, pair_counts, paired_result
 
-        per_pair = {attr: pair for attr, pair in PAIRS.items()}
-        paired = paired_result(pair_counts(SceneDetector().detect(images), per_pair, n), n)
-        write_json(out / "adherence.json", {"paired": paired, "pairs": per_pair, "seeds": [seeds[0], seeds[-1]],
+        paired = paired_result(pair_counts(SceneDetector().detect(images), PAIRS, n), n)
+        write_json(out / "adherence.json", {"paired": paired, "pairs": PAIRS, "seeds": [seeds[0], seeds[-1]],
                                             "generation": unet.generation_info()})
         for attr in PAIRS:
             unet_trainer.logger.experiment.add_scalar(f"adherence/{attr}_gap", paired[attr]["gap"],

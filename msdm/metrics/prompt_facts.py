@@ -179,6 +179,16 @@ def _parse_sentence(sentence: str, staged: list) -> bool:
     return True
 
 
+# Handlers of a clause that names a list of items: (presence fact it implies, list fact, regex group, vocabulary).
+_LIST_HANDLERS = {
+    "kinds": ("instrument", "instrument_kinds", "kinds", INSTRUMENT_KINDS),
+    "sizes": ("polyp", "polyp_sizes", "sizes", POLYP_SIZES),
+    "colors": ("polyp", "polyp_colors", "colors", COLORS),
+    "polyp_locations": ("polyp", "polyp_locations", "locs", CAPTION_LOCATION_ORDER),
+    "instrument_locations": ("instrument", "instrument_locations", "locs", CAPTION_LOCATION_ORDER),
+}
+
+
 def _apply(handler: str, m: re.Match, negated: bool, put) -> None:
     g = m.groupdict()
     if handler == "text":
@@ -189,27 +199,16 @@ def _apply(handler: str, m: re.Match, negated: bool, put) -> None:
         put("polyp", not negated)
         if negated:
             put("polyp_count", 0)
-    elif handler == "kinds":
-        put("instrument", True)
-        put("instrument_kinds", _split_items(g["kinds"], INSTRUMENT_KINDS))
     elif handler == "count":
         n = 0 if g["n"] == "no" else int(g["n"])
         what = g["what"].rstrip("s")
         key = "instrument" if what == "instrument" else "polyp"  # polyps are the only findings the scenes draw
         put(key, n > 0)
         put(f"{key}_count", n)
-    elif handler == "sizes":
-        put("polyp", True)
-        put("polyp_sizes", _split_items(g["sizes"], POLYP_SIZES))
-    elif handler == "colors":
-        put("polyp", True)
-        put("polyp_colors", _split_items(g["colors"], COLORS))
-    elif handler == "polyp_locations":
-        put("polyp", True)
-        put("polyp_locations", _split_items(g["locs"], CAPTION_LOCATION_ORDER))
-    elif handler == "instrument_locations":
-        put("instrument", True)
-        put("instrument_locations", _split_items(g["locs"], CAPTION_LOCATION_ORDER))
+    elif handler in _LIST_HANDLERS:
+        present, key, group, vocabulary = _LIST_HANDLERS[handler]
+        put(present, True)
+        put(key, _split_items(g[group], vocabulary))
     elif handler == "paris":
         put("polyp", True)
         put("polyp_paris", tuple(t for t in PARIS_TYPES if re.search(rf"paris {t}\b", g["paris"])))
