@@ -16,13 +16,13 @@ is drawn from seed ``seed + k``) and carry the same provenance records.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from msdm.data.synthetic import SceneDistribution, render_scene, sample_attributes
+from msdm.facts.grammar import parse_prompt
 from msdm.io import write_json
 from msdm.utility.class_prompts import parse_label_set
 
@@ -55,26 +55,11 @@ TASKS = {
 def prompt_facts(prompt: str) -> dict[str, bool]:
     """The facts a prompt states: ``polyp``/``instrument`` (present or not), ``box``, ``text``.
 
-    Raises ``ValueError`` for a prompt that states none of them (the render generator cannot honour it).
+    Read by msdm's one prompt grammar (:func:`msdm.facts.grammar.parse_prompt`). Raises ``ValueError`` for a prompt
+    that states none of them (the render generator cannot honour it).
     """
-    s = prompt.lower()
-    facts: dict[str, bool] = {}
-    if re.search(r"\bno polyps\b", s):
-        facts["polyp"] = False
-    elif re.search(r"\b([1-9]\d*|a|an) polyps?\b", s):
-        facts["polyp"] = True
-    if re.search(r"\bno instruments\b", s):
-        facts["instrument"] = False
-    elif re.search(r"\b([1-9]\d*|an?) instruments?\b|polyp snare|biopsy forceps|\btube\b", s):
-        facts["instrument"] = True
-    if "not containing a green/black box" in s:
-        facts["box"] = False
-    elif "green/black box" in s:
-        facts["box"] = True
-    if "not containing text" in s:
-        facts["text"] = False
-    elif "containing text" in s:
-        facts["text"] = True
+    parsed = parse_prompt(prompt)
+    facts = {k: bool(parsed[k]) for k in ("polyp", "instrument", "box", "text") if parsed[k] is not None}
     if not facts:
         raise ValueError(f"the render generator cannot read a fact from {prompt!r}; it understands polyps (a polyp, "
                          f"N polyps, no polyps), instruments, the green/black box and text")
