@@ -27,7 +27,7 @@ from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.fact_frames import FRAME_FACTS, FactFramesDataset
 from msdm.data.loader import ResumableDataLoader
 from msdm.data.splits import split_ids
-from msdm.facts.table import facts_table, list_frames
+from msdm.facts.table import facts_table, list_frames, read_overlay_labels, with_overlay_labels
 
 #: Validation prompts for sample grids: true sentences of real frames, and their contrasts.
 DEFAULT_VALIDATION_PROMPTS: tuple[str, ...] = (
@@ -60,6 +60,9 @@ class FactCaptionDataModule(LightningDataModule):
         facts: facts captions may state (subset of ``procedure, text, box, polyp, polyp_count, polyp_sizes,
             polyp_locations``; default all that are known).
         procedure: the folders' procedure stated in captions (``colonoscopy`` for Kvasir-SEG), or ``None``.
+        overlay_labels: a CSV of hand labels (``file, box, text``) that replace the detected box / text where given
+            (``tests/fixtures/kvasir_seg_overlay_labels.csv``: all 698 shared Kvasir-SEG frames). Text is stated only
+            where a label gives it: no detector reads it reliably (docs/metrics.md).
         flips: mirror frames known to show neither box nor text, with their location facts (training only).
         seed: split, caption draws, flips and shuffling.
         batch_size / num_workers: DataLoader options.
@@ -75,6 +78,7 @@ class FactCaptionDataModule(LightningDataModule):
         caption_facts: int = 1,
         facts: list[str] | None = None,
         procedure: str | None = "colonoscopy",
+        overlay_labels: str | None = None,
         flips: bool = True,
         seed: int = 0,
         batch_size: int = 16,
@@ -97,11 +101,12 @@ class FactCaptionDataModule(LightningDataModule):
         return list(self._val_prompts)
 
     @staticmethod
-    def frames_of(folders: list[str]) -> list[tuple[str, Path, object]]:
+    def frames_of(folders: list[str], overlay_labels: str | None = None) -> list[tuple[str, Path, object]]:
         """``[(id, image path, FrameFacts)]`` of the folders; ids are ``<folder name>/<file stem>``."""
+        labels = read_overlay_labels(overlay_labels) if overlay_labels else {}
         out = []
         for folder in folders:
-            table = facts_table(folder)
+            table = with_overlay_labels(facts_table(folder), folder, labels)
             name = Path(folder).resolve().name
             out += [(f"{name}/{stem}", image, table[stem]) for stem, image, _ in list_frames(folder)]
         return out
@@ -110,9 +115,9 @@ class FactCaptionDataModule(LightningDataModule):
         if self.train_dataset is not None:
             return
         h = self.hparams
-        frames = self.frames_of(_folders(h.data))
+        frames = self.frames_of(_folders(h.data), h.overlay_labels)
         if h.val_data is not None:
-            val = self.frames_of(_folders(h.val_data))
+            val = self.frames_of(_folders(h.val_data), h.overlay_labels)
         else:
             _, val_ids = split_ids([f[0] for f in frames], h.val_fraction, h.seed)
             held = set(val_ids)

@@ -30,6 +30,7 @@ from msdm.metrics.adherence import (
     paired_result,
     vae_reconstruct,
 )
+from msdm.metrics.real_detector import REAL_PAIRS, RealFrameDetector
 
 __all__ = ["AdherenceCallback", "VAECheck"]
 
@@ -51,15 +52,22 @@ class AdherenceCallback(pl.Callback):
         num_inference_steps: sampling steps (default 10; under ``fast_dev_run`` 2); ``guidance_scale``,
             ``sampler``: ``generate()`` overrides (None = the module's).
         every_n_epochs: run every n validation epochs (always under ``fast_dev_run``).
-        detector: weights of the polyp detector (None = the shipped ones).
+        detector: weights of the detector (None = the shipped ones).
+        kind: ``"scene"`` (synthetic scenes: :class:`~msdm.metrics.scene_detector.SceneDetector`, default pairs
+            :data:`~msdm.metrics.adherence.DEFAULT_PAIRS`) or ``"real"`` (real frames:
+            :class:`~msdm.metrics.real_detector.RealFrameDetector`, default pairs
+            :data:`~msdm.metrics.real_detector.REAL_PAIRS`: box, text, polyp size, count and location).
     """
 
     def __init__(self, pairs: dict[str, list[str]] | None = None, num_images: int = 8, seed: int = 0,
                  num_inference_steps: int = 10, guidance_scale: float | None = None, sampler: str | None = None,
-                 every_n_epochs: int = 1, detector: str | None = None):
+                 every_n_epochs: int = 1, detector: str | None = None, kind: str = "scene"):
         super().__init__()
-        self.pairs = {k: tuple(v) for k, v in (pairs or DEFAULT_PAIRS).items()}
-        check_pairs(self.pairs)
+        if kind not in ("scene", "real"):
+            raise ValueError(f"kind must be 'scene' (synthetic scenes) or 'real' (real frames), got {kind!r}")
+        self.kind = kind
+        self.pairs = {k: tuple(v) for k, v in (pairs or (DEFAULT_PAIRS if kind == "scene" else REAL_PAIRS)).items()}
+        check_pairs(self.pairs, RealFrameDetector if kind == "real" else None)
         self.num_images, self.seed = int(num_images), int(seed)
         self.num_inference_steps, self.guidance_scale, self.sampler = num_inference_steps, guidance_scale, sampler
         self.every_n_epochs = int(every_n_epochs)
@@ -76,7 +84,8 @@ class AdherenceCallback(pl.Callback):
         if not hasattr(pl_module, "generate"):
             raise TypeError(f"AdherenceCallback needs a module with generate(); {type(pl_module).__name__} has none")
         if self._detector is None:
-            self._detector = SceneDetector(self.detector_source or "default")
+            make = RealFrameDetector if self.kind == "real" else SceneDetector
+            self._detector = make(self.detector_source or "default")
         fast = bool(trainer.fast_dev_run)
         n = min(self.num_images, 2) if fast else self.num_images
         steps = 2 if fast else self.num_inference_steps

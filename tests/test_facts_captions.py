@@ -153,3 +153,18 @@ def test_vocabulary_matches_the_real_prompts(real_prompts):
         if m:
             cells = re.split(r", | and ", m.group(1))
             assert cells == sorted(cells, key=CAPTION_LOCATION_ORDER.index), p
+
+
+def test_the_synthetic_scenes_captions_are_the_same_grammar():
+    """fact_sentences of a scene's facts are exactly its true captions (msdm.data.scene_captions.captions_for), less
+    the "with N findings" phrasing of the polyp count that only the scenes add."""
+    import numpy as np
+
+    from msdm.data.scene import sample_attributes
+    from msdm.data.scene_captions import captions_for
+    from msdm.metrics.prompt_scenes import scene_facts
+
+    for i in range(200):
+        attrs = sample_attributes(np.random.default_rng(i))
+        captions = captions_for(attrs)
+        assert set(fact_sentences(scene_facts(attrs))) == {c for c in captions if "finding" not in c}

@@ -11,6 +11,7 @@ from msdm.facts import parse_prompt
 from msdm.facts.table import facts_table, list_frames
 
 ROOT = Path(__file__).resolve().parent.parent
+LABELS = ROOT / "tests" / "fixtures" / "kvasir_seg_overlay_labels.csv"
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
@@ -101,13 +102,35 @@ def test_datamodule_splits_and_batches(kvasir_dir, tmp_path, monkeypatch):
         FactCaptionDataModule()
 
 
+def test_hand_labels_replace_the_detected_overlays(kvasir_dir, tmp_path, monkeypatch):
+    from datamodules import FactCaptionDataModule
+    from msdm.facts.table import read_overlay_labels
+
+    monkeypatch.setenv("MSDM_CACHE_DIR", str(tmp_path))
+    labels = read_overlay_labels(LABELS)
+    dm = FactCaptionDataModule(data=str(kvasir_dir), val_fraction=0, resolution=32, facts=["box", "text"],
+                               overlay_labels=str(LABELS), caption_facts=2)
+    dm.setup()
+    stated = 0
+    for i, (fid, _, f) in enumerate(dm.train_dataset.frames):
+        assert (f.box, f.text) == tuple(v if v is not None else d for v, d in zip(labels[fid], (f.box, f.text)))
+        parsed = parse_prompt(dm.train_dataset.caption(i, 0))
+        assert parsed["text"] in (None, labels[fid][1]) and parsed["box"] in (None, f.box)
+        stated += parsed["text"] is not None
+    assert stated > 50  # text is stated where the labels give it
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,box\n")
+    with pytest.raises(Exception, match="file, box, text"):
+        FactCaptionDataModule(data=str(kvasir_dir), overlay_labels=str(bad)).setup()
+
+
 def test_configs_fast_dev_run(kvasir_dir, tiny_text_encoder, tmp_path, monkeypatch):
     from msdm.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MSDM_CACHE_DIR", str(tmp_path / "cache"))
     data = [f"--data.init_args.data={kvasir_dir}", "--data.init_args.val_data=null", "--data.init_args.resolution=32",
-            "--data.init_args.batch_size=4"]
+            "--data.init_args.batch_size=4", f"--data.init_args.overlay_labels={LABELS}"]
     main(["fit", "-c", str(ROOT / "configs/msdm_vae_kvasir_seg.yaml"), "--trainer.fast_dev_run=true",
           "--trainer.accelerator=cpu", "--model.init_args.preset=tiny", *data])
     assert (tmp_path / "runs").exists()

@@ -25,7 +25,8 @@ from msdm.facts.frames import FrameFacts, frame_facts, read_mask
 from msdm.io import atomic_file
 
 __all__ = ["FACTS_VERSION", "COLUMNS", "IMAGE_SUFFIXES", "list_frames", "compute_facts", "facts_table",
-           "facts_to_csv", "facts_from_csv", "write_facts_csv", "default_cache_dir"]
+           "facts_to_csv", "facts_from_csv", "write_facts_csv", "default_cache_dir", "read_overlay_labels",
+           "with_overlay_labels"]
 
 #: Bump when a definition (min area, size thresholds, cells) or an overlay detector changes: cached tables refresh.
 FACTS_VERSION = "1"
@@ -118,6 +119,40 @@ def facts_table(folder: str | os.PathLike, cache_dir: str | os.PathLike | None =
     with atomic_file(path, "w") as f:
         f.write(facts_to_csv(facts, files))
     return facts
+
+
+def read_overlay_labels(path: str | os.PathLike) -> dict[str, tuple[bool | None, bool | None]]:
+    """Hand labels of the box artefact and text: ``{"<folder name>/<stem>": (box, text)}`` from a CSV with columns
+    ``file, box, text`` (``file`` like ``kvasir-seg/images/<name>.jpg``; ``1`` / ``0`` / empty = not labelled), e.g.
+    ``tests/fixtures/kvasir_seg_overlay_labels.csv`` (all 698 shared Kvasir-SEG frames, docs/metrics.md)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PathNotFoundError(f"overlay labels file {path} not found", path)
+    out = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"file", "box", "text"} <= set(reader.fieldnames or ()):
+            raise InputError(f"{path}: an overlay labels CSV needs the columns file, box, text; it has "
+                             f"{reader.fieldnames}")
+        for row in reader:
+            p = Path(row["file"])
+            flag = lambda v: None if (v or "").strip() == "" else bool(int(v))  # noqa: E731
+            out[f"{p.parts[0]}/{p.stem}"] = (flag(row["box"]), flag(row["text"]))
+    return out
+
+
+def with_overlay_labels(facts: dict[str, FrameFacts], folder: str | os.PathLike,
+                        labels: dict[str, tuple[bool | None, bool | None]]) -> dict[str, FrameFacts]:
+    """``facts`` of ``folder`` with box / text replaced by the hand labels where a frame has one (the labels are
+    keyed ``<folder name>/<stem>``; a frame or value without a label keeps its detected value)."""
+    from dataclasses import replace
+
+    name = Path(str(folder)).resolve().name
+    out = {}
+    for stem, f in facts.items():
+        box, text = labels.get(f"{name}/{stem}", (None, None))
+        out[stem] = replace(f, box=f.box if box is None else box, text=f.text if text is None else text)
+    return out
 
 
 def write_facts_csv(folder: str | os.PathLike, out: str | os.PathLike) -> Path:

@@ -92,8 +92,13 @@ DEFAULT_PROMPTS: tuple[str, ...] = (
 GenerateFn = Callable[[list[str], list[int]], torch.Tensor]
 
 
-def check_pairs(pairs: Mapping[str, tuple[str, str]]) -> None:
+def check_pairs(pairs: Mapping[str, tuple[str, str]], detector=None) -> None:
+    """Each pair asks for its attribute and for its absence. A detector with ``check_pair(attr, pos, neg)`` (e.g.
+    :class:`~msdm.metrics.real_detector.RealFrameDetector`) checks its own attributes."""
     for attr, (pos, neg) in pairs.items():
+        if hasattr(detector, "check_pair"):
+            detector.check_pair(attr, pos, neg)
+            continue
         if attr not in PAIRED_ATTRIBUTES:
             raise ValueError(f"paired attribute {attr!r} is not one of {PAIRED_ATTRIBUTES}")
         fp, fn = parse_prompt(pos), parse_prompt(neg)
@@ -110,6 +115,8 @@ def paired_adherence(
     detector: SceneDetector | None = None,
     seeds: Sequence[int] | None = None,
 ) -> dict:
+    # ``detector``: anything with ``detect(images) -> list[dict]`` holding each pair's key: SceneDetector (default,
+    # synthetic scenes) or msdm.metrics.real_detector.RealFrameDetector (real frames, with its REAL_PAIRS)
     """Detection rate of each attribute under its prompt and under its negation, with the same seeds.
 
     ``generate_fn(prompts, seeds)`` returns float images [N, 3, H, W] in [0, 1], image ``i`` drawn for
@@ -120,8 +127,8 @@ def paired_adherence(
     Returns ``{attr: {"pos": rate, "neg": rate, "gap": pos - neg, "n": images per prompt, "pos_count": k,
     "neg_count": k}, ..., "mean_gap": mean over the pairs}``.
     """
-    check_pairs(pairs)
     detector = detector if detector is not None else SceneDetector()
+    check_pairs(pairs, detector)
     seeds = list(range(seed, seed + num_images)) if seeds is None else [int(s) for s in seeds]
     n = len(seeds)
     prompts, all_seeds = [], []
@@ -176,8 +183,8 @@ def adherence_report(
     Every pair prompt and every prompt of ``prompts`` gets ``num_images`` images with seeds ``seed ..
     seed + num_images - 1``; images of a prompt that is both in a pair and in ``prompts`` are generated once.
     """
-    check_pairs(pairs)
     detector = detector if detector is not None else SceneDetector()
+    check_pairs(pairs, detector)
     seeds = list(range(seed, seed + num_images))
     pair_prompts = [p for pos_neg in pairs.values() for p in pos_neg]
     unique = list(dict.fromkeys([*pair_prompts, *prompts]))
