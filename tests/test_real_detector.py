@@ -78,6 +78,7 @@ def test_shipped_weights_are_small_and_record_their_training(detector):
     assert "calibrated_by" in rec and "kvasir_seg_overlay_labels.csv" in rec["labels"]
 
 
+@pytest.mark.slow
 def test_detector_accuracy_on_held_out_frames(detector, held_out, kvasir_dir):
     masks = [m for _, _, m in list_frames(kvasir_dir)]
     s64 = score_real_detector(detector, held_out, masks, resolution=64)
