@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     if args.renders:
-        from msdm.metrics.prompt_scenes import renders_generate_fn
+        from msdm.synthetic.prompt_scenes import renders_generate_fn
 
         generate_fn = renders_generate_fn(args.resolution)
         config = {"source": "renders", "resolution": args.resolution}

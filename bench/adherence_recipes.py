@@ -39,8 +39,8 @@ def vae_curve(a) -> None:
 
     from datamodules.synthetic import SyntheticGIDataModule
     from lightning_modules import MSDMVAEModule
-    from msdm.data.synthetic import SyntheticGIDataset
     from msdm.metrics.adherence import SceneDetector
+    from msdm.synthetic import SyntheticGIDataset
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,7 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
 
-    from lightning_modules.ema import EMA
+    from msdm.training.ema import EMA
     from msdm.diffusion import diffusion_loss, training_scheduler
     from msdm.models.presets import build_unet, build_vae, get_preset
 

@@ -55,7 +55,7 @@ class CallCounter:
 
 def held_out(n: int, resolution: int, seed: int = 0):
     """``(uint8 renders [n, H, W, 3], one true caption per scene)`` of the synthetic test split."""
-    from msdm.data.synthetic import SyntheticGIDataset
+    from msdm.synthetic import SyntheticGIDataset
 
     ds = SyntheticGIDataset(n, resolution, seed, "test")
     renders = np.stack([ds.scene(i)[0] for i in range(n)])
@@ -101,8 +101,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from msdm.metrics.adherence import DEFAULT_PAIRS, SceneDetector, pair_counts, paired_result
-    from msdm.metrics.features import InceptionExtractor
-    from msdm.metrics.frechet import frechet_distance
+    from msdm.metrics.realism.features import InceptionExtractor
+    from msdm.metrics.realism.frechet import frechet_distance
     from msdm.pipeline import MSDMPipeline
 
     pipe = MSDMPipeline.from_pretrained(args.pipeline)

@@ -5,6 +5,11 @@ The generic base of every msdm DataModule; :class:`~datamodules.kvasir.KvasirVQA
 captions are). Everything else is shared: the seeded image-level validation split, paraphrase strategies,
 prompt-aware augmentation, bad-sample policy, and the loaders (docs/data.md).
 
+The options are declared once, in :class:`ImageTextDataModule`'s signature; they are held as one
+:class:`ImageTextOptions` dataclass (``self.cfg``, made from that signature). A subclass takes its own arguments
+and passes the rest as ``**kwargs`` (LightningCLI resolves them from here: ``--data.init_args.resolution`` works for
+every DataModule), fixing the base arguments it decides itself (``FILLED``).
+
 Examples::
 
     # a folder with images and captions.csv (columns image, caption; several rows per image allowed)
@@ -17,10 +22,10 @@ Examples::
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -72,6 +77,9 @@ class ImageTextDataModule(LightningDataModule):
         seed: split, prompt draws, augmentation and shuffling.
     """
 
+    #: base arguments a subclass sets itself (they are not its arguments: kept out of its hparams)
+    FILLED: tuple[str, ...] = ()
+
     def __init__(
         self,
         data: str | None = None,
@@ -110,8 +118,9 @@ class ImageTextDataModule(LightningDataModule):
         super().__init__()
         # self.cfg: the resolved settings the code reads. self.hparams: what the user passed to the concrete class
         # (a subclass such as KvasirVQADataModule fills some base arguments itself), for logs and checkpoints.
-        self.cfg = SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        own = set(inspect.signature(type(self).__init__).parameters) - {"self"}
+        given = locals()
+        self.cfg = ImageTextOptions(**{f.name: given[f.name] for f in dataclasses.fields(ImageTextOptions)})
+        own = self._own_arguments()
         self.save_hyperparameters(ignore=[k for k in vars(self.cfg) if k not in own])
         check_policy(on_bad_sample)
         self.strategy = ParaphraseStrategy.parse(paraphrase_strategy)  # validate early (CLI typos)
@@ -123,6 +132,15 @@ class ImageTextDataModule(LightningDataModule):
         self.train_dataset: ImageTextDataset | None = None
         self.val_dataset: ImageTextDataset | None = None
         self.test_dataset: ImageTextDataset | None = None
+
+    @classmethod
+    def _own_arguments(cls) -> set[str]:
+        """The arguments of the concrete class: its signature, plus the base's it passes on with ``**kwargs``."""
+        params = inspect.signature(cls.__init__).parameters
+        own = {n for n, p in params.items() if n != "self" and p.kind != p.VAR_KEYWORD}
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            own |= {f.name for f in dataclasses.fields(ImageTextOptions)} - set(cls.FILLED)
+        return own
 
     # ------------------------------------------------------------------------------------------------------------
     # Where the data is (subclasses override load_splits)
@@ -290,3 +308,13 @@ class ImageTextDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader | list:
         self.setup("test")
         return self._loader(self.test_dataset, train=False)
+
+
+#: The DataModule options as one dataclass (``self.cfg``), made from :class:`ImageTextDataModule`'s signature: the
+#: options are declared once, there, with their documentation.
+ImageTextOptions = dataclasses.make_dataclass(
+    "ImageTextOptions",
+    [(n, p.annotation, dataclasses.field(default=p.default))
+     for n, p in inspect.signature(ImageTextDataModule.__init__).parameters.items() if n != "self"],
+)
+ImageTextOptions.__doc__ = "The options of :class:`ImageTextDataModule` (its Args), resolved: what the loaders read."

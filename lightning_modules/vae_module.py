@@ -18,11 +18,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchvision.utils import make_grid
 
-from lightning_modules.ema import EMA
 from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
 from msdm.losses import VAELoss
-from msdm.metrics.metric import PairedFrechetDistance
+from msdm.metrics.realism.metric import PairedFrechetDistance
 from msdm.models.presets import build_vae
+from msdm.training.ema import EMA
 
 
 class MSDMVAEModule(pl.LightningModule):
@@ -113,7 +113,7 @@ class MSDMVAEModule(pl.LightningModule):
                     else:
                         rank_zero_warn("MSDMVAEModule: LPIPS not reported: pass lpips_weights=/path/to/vgg16 weights")
                 else:
-                    from msdm.metrics.features import InceptionExtractor
+                    from msdm.metrics.realism.features import InceptionExtractor
 
                     net = InceptionExtractor(self.hparams.fid_inception)
             except Exception as e:  # noqa: BLE001 - a missing evaluation network is a skipped metric, not a crash

@@ -7,7 +7,7 @@ What it computes, from ``ratings.sqlite`` and the sealed key (checked against th
 * **per-prompt ranks** — a rater's rank of a prompt counts only when it is complete (every set and the real images
   ranked, each rank once). The *expert rank tier* of (prompt, model) is its mean rank over raters (1 = best);
 * **automatic metrics per prompt** — from features of exactly the images the raters saw (the study's copies, pixel
-  identical to the generated files) with the metrics code (:mod:`msdm.metrics.challenge`): FBD = Fréchet distance
+  identical to the generated files) with the metrics code (:mod:`msdm.metrics.realism.challenge`): FBD = Fréchet distance
   between the model's set and the prompt's real reference images (raw features), Diversity = mean pairwise distance
   within the set (L2-normalised features), Agreement = mean cosine similarity between the model's sets for the
   original and the rephrased prompt of a pair (the same value for both prompts of the pair). Features come from a
@@ -157,7 +157,7 @@ def _build_extractor(extractor, source, device):
     if not isinstance(extractor, str):
         return extractor  # a FeatureExtractor instance
     from msdm.hub import MissingWeightsError
-    from msdm.metrics.features import build_extractor
+    from msdm.metrics.realism.features import build_extractor
 
     try:
         return build_extractor(extractor, source, device=device)
@@ -168,7 +168,7 @@ def _build_extractor(extractor, source, device):
 def study_metrics(study_dir: Path, study: dict, key: dict, extractor, batch_size: int = 32) -> dict:
     """``{"per_prompt": {(k, model): {"fbd", "fidelity", "agreement", "diversity"}}, "per_model": {model:
     challenge scores over the study's prompts}, "extractor": describe()}``."""
-    from msdm.metrics.challenge import challenge_scores, per_prompt_metrics
+    from msdm.metrics.realism.challenge import challenge_scores, per_prompt_metrics
 
     paths = sorted({p for pr in study["prompts"] for p in pr["real"] + [x for v in pr["sets"].values() for x in v]})
     feats = extractor.extract_paths([study_dir / p for p in paths], batch_size=batch_size,
@@ -184,7 +184,7 @@ def study_metrics(study_dir: Path, study: dict, key: dict, extractor, batch_size
         for pr, kp in zip(study["prompts"], key["prompts"]):
             letter = next(le for le, m in kp["letters"].items() if m == model)
             gen[pr["index"]] = stack(pr["sets"][letter])
-        # one real image per prompt: FD with a point mass (Σ_real = 0), the formula's limit (msdm.metrics.challenge)
+        # one real image per prompt: FD with a point mass (Σ_real = 0), the formula's limit (msdm.metrics.realism.challenge)
         pm = per_prompt_metrics(gen, real, pairs=pairs, single_real="zero-covariance")
         for k, v in pm.items():
             per_prompt[(k, model)] = {m: v.get(m) for m in ("fbd", "fidelity", "agreement", "diversity")}
