@@ -28,6 +28,7 @@ from lightning_modules.prediction import predict_step
 from lightning_modules.weights_info import remember_checkpoint
 from msdm.data import rng
 from msdm.generators import StockPipelineGenerator, prompt_major
+from msdm.generators.base import sampling_mode
 
 
 def _is_lora_key(name: str) -> bool:
@@ -190,16 +191,10 @@ class LoRAModuleBase(L.LightningModule):
         """The stock pipeline around the live weights as a generator (``weights=self.sampling_weights``)."""
         raise NotImplementedError
 
-    @contextlib.contextmanager
     def sampling_weights(self):
-        """Eval mode and the adapter as the saved file loads (:meth:`lora_as_loaded`) while sampling."""
-        was_training = self.lora_model.training
-        self.lora_model.eval()
-        try:
-            with self.lora_as_loaded():  # the adapter as the saved file loads into a stock pipeline of this dtype
-                yield
-        finally:
-            self.lora_model.train(was_training)
+        """Eval mode and the adapter as the saved file loads into a stock pipeline of this dtype
+        (:meth:`lora_as_loaded`) while sampling."""
+        return sampling_mode(self.lora_model, self.lora_as_loaded())
 
     def generator(self, batch_size: int = 16, **sampling) -> StockPipelineGenerator:
         """This module as a :class:`~msdm.generators.StockPipelineGenerator`; ``sampling`` overrides the defaults."""

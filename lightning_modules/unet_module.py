@@ -14,15 +14,16 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
+from lightning_modules.guards import ensure_finite, register_gloo_teardown
 from lightning_modules.prediction import predict_step
+from lightning_modules.steps import ReseedAndAverage
 from lightning_modules.weights_info import remember_checkpoint, weights_revision
 from msdm.diffusion import REFERENCE_STEPS
 from msdm.models.text_encoder import PAPER_TEXT_ENCODER
 from msdm.training.stage2 import CACHE_ON_MISS, Stage2  # noqa: F401 - CACHE_ON_MISS re-exported
 
 
-class MSDMUNetModule(Stage2, pl.LightningModule):
+class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
     """Train the MSDM U-Net on VAE latents with a frozen text encoder (Prompt to Polyp §4.2.1, stage 2).
 
     Args:
@@ -128,17 +129,6 @@ class MSDMUNetModule(Stage2, pl.LightningModule):
         ensure_finite(self, loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
-
-    def on_train_batch_start(self, batch, batch_idx):
-        reseed_for_step(self, batch_idx)
-
-    def optimizer_step(self, *args, **kwargs):
-        # The EMA follows each optimizer step (not each micro-batch under gradient accumulation), and is updated
-        # before any callback's on_train_batch_end: a checkpoint written there (every_n_train_steps, preemption)
-        # then holds the average that matches its weights, so a resumed run continues it exactly.
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update()
 
     def validation_step(self, batch, batch_idx):
         loss, n = self.eval_loss(batch, "val", 10_000, batch_idx)

@@ -18,14 +18,15 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchvision.utils import make_grid
 
-from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
+from lightning_modules.guards import ensure_finite, register_gloo_teardown
+from lightning_modules.steps import ReseedAndAverage
 from msdm.losses import VAELoss
 from msdm.metrics.realism.metric import PairedFrechetDistance
 from msdm.models.presets import build_vae
 from msdm.training.ema import EMA
 
 
-class MSDMVAEModule(pl.LightningModule):
+class MSDMVAEModule(ReseedAndAverage, pl.LightningModule):
     """Train the MSDM VAE (Prompt to Polyp §4.2.1, stage 1).
 
     Args:
@@ -86,17 +87,6 @@ class MSDMVAEModule(pl.LightningModule):
         self.log("train/loss", logs["loss"], prog_bar=True, batch_size=x.shape[0])
         self.log_dict({f"train/{k}": v for k, v in logs.items() if k != "loss"}, batch_size=x.shape[0])
         return logs["loss"]
-
-    def on_train_batch_start(self, batch, batch_idx):
-        reseed_for_step(self, batch_idx)
-
-    def optimizer_step(self, *args, **kwargs):
-        # The EMA follows each optimizer step (not each micro-batch under gradient accumulation), and is updated
-        # before any callback's on_train_batch_end: a checkpoint written there (every_n_train_steps, preemption)
-        # then holds the average that matches its weights, so a resumed run continues it exactly.
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update()
 
     def _eval_net(self, name: str):
         """The LPIPS or Inception network, loaded once on first use; ``None`` (with one warning) if unavailable."""

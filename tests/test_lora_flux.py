@@ -5,6 +5,7 @@ import warnings
 import lightning as L
 import pytest
 import torch
+from conftest import cpu_trainer
 from torch.utils.data import DataLoader
 
 from lightning_modules.flux_lora import FluxLoRAModule
@@ -29,10 +30,7 @@ def make(tiny_flux, **kw):
     return FluxLoRAModule(model=tiny_flux, **kw)
 
 
-def trainer(tmp_path, **kw):
-    kw = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
-          "enable_model_summary": False, "default_root_dir": tmp_path, **kw}
-    return L.Trainer(**kw)
+trainer = cpu_trainer
 
 
 @pytest.fixture(scope="module")

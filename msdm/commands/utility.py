@@ -322,7 +322,7 @@ def run(args) -> int:
               f"AUROC {m['auroc']:.3f} ({rec['seconds']:.1f} s)")
 
     # 4. report -----------------------------------------------------------------------------------------------------
-    from msdm.generation import env_rank_world
+    from msdm.generators import env_rank_world
 
     if not global_zero or env_rank_world()[0] != 0:
         return 0

@@ -13,6 +13,7 @@ Seeds of a prompt list: image ``k`` of the prompt-major list (all images of prom
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
@@ -61,3 +62,18 @@ def batched(generate_batch: Callable[[list[str], list[int]], torch.Tensor], prom
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per image")
     out = [generate_batch(prompts[sl], seeds[sl]).cpu() for sl in chunks(len(prompts), batch_size)]
     return torch.cat(out) if out else torch.empty(0, 3, 0, 0)
+
+
+@contextlib.contextmanager
+def sampling_mode(model: torch.nn.Module, *contexts: contextlib.AbstractContextManager):
+    """``model`` in eval mode (no dropout) inside ``contexts`` (e.g. its EMA weights swapped in); its mode is
+    restored afterwards. What a training module wraps around sampling."""
+    was_training = model.training
+    model.eval()
+    try:
+        with contextlib.ExitStack() as stack:
+            for c in contexts:
+                stack.enter_context(c)
+            yield
+    finally:
+        model.train(was_training)

@@ -22,7 +22,7 @@ import torch
 from msdm.cache import frozen_outputs
 from msdm.diffusion import diffusion_loss, drop_captions, evaluation_loss, training_scheduler
 from msdm.dtypes import parse_dtype
-from msdm.generators.base import prompt_major
+from msdm.generators.base import prompt_major, sampling_mode
 from msdm.generators.msdm_pipeline import MSDMGenerator
 from msdm.generators.samplers import make_sampler, sampler_name
 from msdm.models.frozen import FROZEN_PREFIXES, FrozenParts, text_hidden_size_from_config, vae_scaling_factor
@@ -255,15 +255,8 @@ class Stage2(FrozenParts):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    @contextlib.contextmanager
     def _sampling_weights(self):
-        was_training = self.unet.training
-        self.unet.eval()
-        try:
-            with self.ema_weights():
-                yield
-        finally:
-            self.unet.train(was_training)
+        return sampling_mode(self.unet, self.ema_weights())
 
     def generator(self, sampler: str | None = None, guidance_scale: float | None = None,
                   num_inference_steps: int | None = None, eta: float | None = None, batch_size: int = 32,

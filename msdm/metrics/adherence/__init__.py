@@ -16,38 +16,14 @@ The entry point (every name below is importable from here), used by notebooks, t
 * :mod:`~msdm.metrics.adherence.conditioning` — how much the prompt moves the U-Net's prediction while training.
 """
 
-from msdm.metrics.adherence.detector import Detector, default_detector
-from msdm.metrics.adherence.metric import (
-    ATTRIBUTES,
-    FACT_OF,
-    PAIRED_ATTRIBUTES,
-    AdherenceMetric,
-    evaluate_adherence_folder,
-    format_accuracy,
-    judge,
-    read_generated_prompts,
-)
-from msdm.metrics.adherence.paired import (
-    DEFAULT_PAIRS,
-    DEFAULT_PROMPTS,
-    GenerateFn,
-    adherence_report,
-    check_pairs,
-    format_paired,
-    module_generate_fn,
-    pair_counts,
-    paired_adherence,
-    paired_result,
-    pipeline_generate_fn,
-)
-from msdm.metrics.adherence.vae_check import detector_agreement, vae_reconstruct
+# every public name of the parts, importable from here (each part lists them in its __all__)
+from msdm.metrics.adherence import detector, metric, paired, vae_check
+from msdm.metrics.adherence.detector import *  # noqa: F403
+from msdm.metrics.adherence.metric import *  # noqa: F403
+from msdm.metrics.adherence.paired import *  # noqa: F403
+from msdm.metrics.adherence.vae_check import *  # noqa: F403
 from msdm.synthetic.prompt_facts import parse_prompt
 from msdm.synthetic.scene_detector import PixelThresholds, SceneDetector, as_image_batch
 
-__all__ = [
-    "ATTRIBUTES", "DEFAULT_PAIRS", "DEFAULT_PROMPTS", "FACT_OF", "PAIRED_ATTRIBUTES", "AdherenceMetric", "Detector",
-    "GenerateFn", "PixelThresholds", "SceneDetector", "adherence_report", "as_image_batch", "check_pairs",
-    "default_detector", "detector_agreement", "evaluate_adherence_folder", "format_accuracy", "format_paired",
-    "judge", "module_generate_fn", "pair_counts", "paired_adherence", "paired_result", "parse_prompt",
-    "pipeline_generate_fn", "read_generated_prompts", "vae_reconstruct",
-]
+__all__ = [*detector.__all__, *metric.__all__, *paired.__all__, *vae_check.__all__, "parse_prompt", "PixelThresholds",
+           "SceneDetector", "as_image_batch"]

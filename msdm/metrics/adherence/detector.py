@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+__all__ = ["Detector", "default_detector"]
+
 
 @runtime_checkable
 class Detector(Protocol):

@@ -47,6 +47,9 @@ DEFAULT_PROMPTS: tuple[str, ...] = (
 # Paired mode
 # =====================================================================================================================
 
+__all__ = ["DEFAULT_PAIRS", "DEFAULT_PROMPTS", "GenerateFn", "adherence_report", "check_pairs", "format_paired",
+           "module_generate_fn", "pair_counts", "paired_adherence", "paired_result", "pipeline_generate_fn"]
+
 GenerateFn = Callable[[list[str], list[int]], torch.Tensor]  # (prompts, seeds) -> images in [0, 1]
 
 
@@ -165,9 +168,13 @@ def format_paired(paired: Mapping) -> str:
 def pipeline_generate_fn(pipe, batch_size: int = 32, **call_kwargs) -> GenerateFn:
     """Deprecated: ``msdm.generators.MSDMGenerator(pipe, batch_size=..., **settings).generate`` (image ``i`` from
     its own generator seeded ``seeds[i]``; ``call_kwargs`` go to the pipeline)."""
+    from msdm.diffusion import REFERENCE_STEPS
     from msdm.generators import MSDMGenerator
 
-    return MSDMGenerator(pipe, batch_size=batch_size, call_kwargs=call_kwargs).generate
+    kw = dict(call_kwargs)  # the pipeline's own defaults where a setting is not given (its __call__'s)
+    return MSDMGenerator(pipe, steps=kw.pop("num_inference_steps", REFERENCE_STEPS),
+                         guidance_scale=kw.pop("guidance_scale", None), eta=kw.pop("eta", 1.0), batch_size=batch_size,
+                         call_kwargs=kw).generate
 
 
 def module_generate_fn(module, **generate_kwargs) -> GenerateFn:

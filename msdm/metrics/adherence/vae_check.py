@@ -9,6 +9,8 @@ from msdm.metrics.adherence.detector import Detector, default_detector
 from msdm.metrics.adherence.metric import FACT_OF, PAIRED_ATTRIBUTES
 from msdm.models.vae import reconstruct_images as vae_reconstruct  # noqa: F401 - the old name, re-exported
 
+__all__ = ["detector_agreement", "vae_reconstruct"]
+
 
 def detector_agreement(images, reconstructions, detector: Detector | None = None) -> dict[str, dict]:
     """Per attribute: ``agreement`` (the fraction of images whose detector verdict on the reconstruction equals the
