@@ -11,8 +11,8 @@ from msdm.lora.testing import write_tiny_flux, write_tiny_kandinsky_decoder, wri
 from tests.data_fixtures import *  # noqa: F403 (session fixtures: local copies of each source)
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32",
-        "--trainer.logger=false"]
+# the configs' own loggers and callbacks run too (they write under the test's working folder)
+FAST = ["--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32"]
 DATA_SMALL = ["--data.init_args.resolution=32", "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
               "--data.init_args.persistent_workers=false", "--data.init_args.paraphrases=null"]
 LORA_SMALL = ["--model.init_args.rank=4", "--model.init_args.alpha=4", "--model.init_args.height=32",

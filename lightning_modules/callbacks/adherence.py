@@ -27,6 +27,7 @@ import lightning.pytorch as pl
 import torch
 
 from msdm.generators import ModuleGenerator
+from msdm.generators.module import is_generator_module
 from msdm.metrics.adherence import DEFAULT_PAIRS, check_pairs, detector_agreement, pair_counts, paired_result
 from msdm.metrics.adherence.conditioning import DEFAULT_TIMESTEPS, prompt_sensitivity
 from msdm.models.vae import reconstruct_images
@@ -83,9 +84,8 @@ class AdherenceCallback(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not _due(trainer, self.every_n_epochs):
             return
-        if not hasattr(pl_module, "generate_with_seeds"):
-            raise TypeError(f"AdherenceCallback needs a generator module (generate_with_seeds); "
-                            f"{type(pl_module).__name__} is not one")
+        if not is_generator_module(pl_module):
+            raise TypeError(f"AdherenceCallback needs a module with generate(); {type(pl_module).__name__} has none")
         if self._detector is None:
             self._detector = _detector(self.detector_source)
         fast = bool(trainer.fast_dev_run)

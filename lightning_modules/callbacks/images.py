@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 
 from msdm.generators import ModuleGenerator, prompt_major
+from msdm.generators.module import is_generator_module
 from msdm.progress import progress_bar
 from msdm.provenance import save_grid
 
@@ -37,7 +38,7 @@ class SampleGrid(pl.Callback):
         self.steps = num_inference_steps
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(pl_module, "generate_with_seeds"):
+        if trainer.sanity_checking or not trainer.is_global_zero or not is_generator_module(pl_module):
             return
         if (trainer.current_epoch + 1) % self.every and not trainer.fast_dev_run:
             return
