@@ -2,7 +2,7 @@
 
 No captions file: each frame's facts (polyp count, size class, locations from its mask; the box artefact and text
 from its pixels: :mod:`msdm.facts.table`, computed once and cached) are written as true MEDVQA-GI sentences, and
-each training epoch a caption joins 1..``caption_facts`` of them (:class:`msdm.data.fact_frames.FactFramesDataset`).
+each training epoch a caption joins 1..``caption_facts`` of them (:class:`msdm.facts.dataset.FactFramesDataset`).
 
 Examples::
 
@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 
 from msdm.data.dataset import collate
 from msdm.data.epoch_sampler import EpochShuffleSampler
-from msdm.data.fact_frames import FRAME_FACTS, FactFramesDataset
 from msdm.data.loader import ResumableDataLoader
 from msdm.data.splits import split_ids
+from msdm.facts.dataset import FRAME_FACTS, FactFramesDataset
 from msdm.facts.table import facts_table, list_frames, read_overlay_labels, with_overlay_labels
 
 #: Validation prompts for sample grids: true sentences of real frames, and their contrasts.

@@ -156,13 +156,13 @@ def test_vocabulary_matches_the_real_prompts(real_prompts):
 
 
 def test_the_synthetic_scenes_captions_are_the_same_grammar():
-    """fact_sentences of a scene's facts are exactly its true captions (msdm.data.scene_captions.captions_for), less
+    """fact_sentences of a scene's facts are exactly its true captions (msdm.synthetic.captions.captions_for), less
     the "with N findings" phrasing of the polyp count that only the scenes add."""
     import numpy as np
 
-    from msdm.data.scene import sample_attributes
-    from msdm.data.scene_captions import captions_for
-    from msdm.metrics.prompt_scenes import scene_facts
+    from msdm.synthetic.captions import captions_for
+    from msdm.synthetic.prompt_scenes import scene_facts
+    from msdm.synthetic.scene import sample_attributes
 
     for i in range(200):
         attrs = sample_attributes(np.random.default_rng(i))

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from msdm.data.fact_frames import FactFramesDataset
 from msdm.facts import parse_prompt
+from msdm.facts.dataset import FactFramesDataset
 from msdm.facts.table import facts_table, list_frames
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -50,7 +50,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--detector", choices=("scene", "real"), default="scene",
                         help="what --adherence reads images with: 'scene' (synthetic scenes, default) or 'real' "
                              "(real colonoscopy frames: box, text, polyp count / size / location; "
-                             "msdm.metrics.real_detector)")
+                             "msdm.metrics.adherence.real_detector)")
 
 
 def _run_adherence(args) -> int:
@@ -62,7 +62,7 @@ def _run_adherence(args) -> int:
     generated = Path(args.generated)
     detector = None
     if args.detector == "real":
-        from msdm.metrics.real_detector import RealFrameDetector
+        from msdm.metrics.adherence.real_detector import RealFrameDetector
 
         detector = RealFrameDetector()
     result = evaluate_adherence_folder(generated, args.prompts, detector=detector, batch_size=args.batch_size)
@@ -87,8 +87,8 @@ def run(args) -> int:
     import torch
 
     from msdm.io import write_json
-    from msdm.metrics.cache import default_cache_dir
-    from msdm.metrics.evaluate import (
+    from msdm.metrics.realism.cache import default_cache_dir
+    from msdm.metrics.realism.evaluate import (
         RealImageDataset,
         RealImageFolder,
         evaluate_generated,
@@ -96,7 +96,7 @@ def run(args) -> int:
         load_prompts,
         load_real_mapping,
     )
-    from msdm.metrics.features import BiomedCLIPExtractor, InceptionExtractor
+    from msdm.metrics.realism.features import BiomedCLIPExtractor, InceptionExtractor
 
     if not args.fid_only and args.real_mapping is None:
         raise InputError("--real-mapping is required for the challenge metrics (or pass --fid-only for FID alone)")

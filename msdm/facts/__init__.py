@@ -6,10 +6,12 @@
   MEDVQA-GI prompts are (negations included), and :func:`compose_caption`: several of them joined as sentences;
 * :mod:`msdm.facts.checks` — :func:`extract_facts` / :func:`fact_violations`: does a free-text paraphrase keep the
   facts of its prompt;
-* :mod:`msdm.facts.frames` — the facts of a real frame (Kvasir-SEG layout: image + polyp mask) and
-  :mod:`msdm.facts.table` their cached CSV table per folder.
+* :mod:`msdm.facts.frames` — the facts of a real frame (Kvasir-SEG layout: image + polyp mask),
+  :mod:`msdm.facts.table` their cached CSV table per folder, :mod:`msdm.facts.overlays` the box rule and
+  :mod:`msdm.facts.dataset` the frames with captions from their true facts (a torch Dataset).
 
-The old modules ``msdm.data.facts`` and ``msdm.metrics.prompt_facts`` re-export these names.
+The synthetic scenes (:mod:`msdm.synthetic`) use the same vocabulary and grammar. The old modules
+``msdm.data.facts``, ``msdm.metrics.prompt_facts`` and ``msdm.synthetic.prompt_facts`` are deprecated aliases.
 """
 
 from msdm.facts.captions import compose_caption, fact_sentences

@@ -1,6 +1,6 @@
 """What a prompt asks for, in the synthetic scenes' vocabulary: :func:`parse_prompt`.
 
-The grammar is the one of the MEDVQA-GI 2024 prompts as :func:`msdm.data.scene_captions.captions_for` writes them
+The grammar is the one of the MEDVQA-GI 2024 prompts as :func:`msdm.synthetic.captions.captions_for` writes them
 ("Generate an image with 2 polyps.", "Generate an image containing polyp snareandtube.", "Generate an image with
 an an abnormality located in the center and upper-left.", typos included), plus composition: several sentences in
 one prompt, and several clauses in one sentence joined by ", " / " and " / ", and " ("Generate an image containing

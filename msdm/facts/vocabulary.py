@@ -2,7 +2,7 @@
 
 Every part of msdm that reads or writes facts uses these tables: the prompt grammar (:mod:`msdm.facts.grammar`,
 parsing and composing captions), the paraphrase fact checks (:mod:`msdm.facts.checks`), the facts of a real frame
-(:mod:`msdm.facts.frames`), the synthetic scenes (:mod:`msdm.data.scene`) and the adherence detectors. The values
+(:mod:`msdm.facts.frames`), the synthetic scenes (:mod:`msdm.synthetic.scene`) and the adherence detectors. The values
 and their orders are those of the 483 unique prompts of the MEDVQA-GI 2024 dev set
 (``../shared/data/prompts/medvqa_gi_2024_dev_unique_prompts.txt``); ``tests/test_facts_grammar.py`` checks them
 against that file.

@@ -1,7 +1,6 @@
-"""Deprecated location: the prompt grammar lives in :mod:`msdm.facts.grammar` (one fact vocabulary and one prompt
-grammar for captions, paraphrase checks and adherence scoring: :mod:`msdm.facts`). Re-exported here, so
-``from msdm.metrics.prompt_facts import parse_prompt`` keeps working."""
+"""Deprecated alias: the prompt grammar lives in :mod:`msdm.facts.grammar` (the house refactor, issue 22, moved this
+module to ``msdm.synthetic.prompt_facts``; issue 20 made ``msdm/facts`` the one prompt grammar)."""
 
-from msdm.facts.grammar import COLORS, FACT_KEYS, INSTRUMENT_KINDS, empty_facts, parse_prompt  # noqa: F401
+from msdm._compat import alias_module
 
-__all__ = ["FACT_KEYS", "INSTRUMENT_KINDS", "COLORS", "parse_prompt", "empty_facts"]
+alias_module(__name__, "msdm.facts.grammar")

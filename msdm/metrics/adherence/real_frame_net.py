@@ -3,9 +3,9 @@
 The facts a real-frame caption states (:mod:`msdm.facts.frames`: polyp count, size class, locations; box; text)
 must be read back from *generated* images to score adherence; masks exist only for real frames. This network is
 trained on the real Kvasir-SEG masks of a train split (``kvasir-seg-extra``) and on hand labels of the box and text
-(``tests/fixtures/kvasir_seg_overlay_labels.csv``) by :mod:`msdm.metrics.train_real_detector`, with the
+(``tests/fixtures/kvasir_seg_overlay_labels.csv``) by :mod:`msdm.metrics.adherence.train_real_detector`, with the
 degradations of generated images (blur, VAE-like smoothing, JPEG, noise, colour shifts: the polyp detector's
-:func:`~msdm.metrics.train_polyp_detector.augment`). Its weights (< 1 MB, float16 safetensors) ship in
+:func:`~msdm.synthetic.train_polyp_detector.augment`). Its weights (< 1 MB, float16 safetensors) ship in
 ``msdm/assets/real_frame_detector.safetensors`` with the decision thresholds and the measured accuracies (held-out
 ``kvasir-seg`` frames, clean and VAE-reconstructed) in the file's metadata. The facts of a predicted mask use the
 very definitions of the facts of a true mask (:func:`msdm.facts.frames.mask_facts`).
@@ -132,11 +132,11 @@ def load_real_frame_model(path: str | Path | None = None, device: str | torch.de
         path = Path(str(source))
         if not path.is_file():
             raise FileNotFoundError(f"the real-frame detector weights {DEFAULT_WEIGHTS} are missing from msdm/assets: "
-                                    "reinstall msdm, or train them with `python -m msdm.metrics.train_real_detector`")
+                                    "reinstall msdm, or train them with `python -m msdm.metrics.adherence.train_real_detector`")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"real-frame detector weights {path} not found (train them: python -m "
-                                "msdm.metrics.train_real_detector --out PATH)")
+                                "msdm.metrics.adherence.train_real_detector --out PATH)")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     arch = json.loads(meta.get("architecture", "{}"))

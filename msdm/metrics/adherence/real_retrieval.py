@@ -2,7 +2,7 @@
 
 The ceiling of real-frame adherence (and a check of the detector): a "generator" that, for a prompt and a seed,
 returns a real frame (from a facts table, :mod:`msdm.facts.table`) whose facts satisfy everything the prompt states
-(:func:`~msdm.metrics.adherence_metric.judge` on the frame's true facts), chosen by the seed. Paired mode on it
+(:func:`~msdm.metrics.adherence.metric.judge` on the frame's true facts), chosen by the seed. Paired mode on it
 measures what the detector sees of true answers (the gaps a perfect generator would get);
 :func:`ignoring_generate_fn` returns the seed's frame whatever the prompt (a gap of exactly 0).
 """
@@ -15,8 +15,8 @@ import torch
 
 from msdm.facts.frames import FrameFacts
 from msdm.facts.grammar import FACT_KEYS, parse_prompt
-from msdm.metrics.adherence_metric import judge
-from msdm.metrics.real_detector import load_frames
+from msdm.metrics.adherence.metric import judge
+from msdm.metrics.adherence.real_detector import load_frames
 
 __all__ = ["frames_satisfying", "retrieval_generate_fn", "ignoring_generate_fn"]
 
