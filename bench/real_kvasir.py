@@ -11,7 +11,7 @@ Per (recipe, seed), trained with the library's own Lightning modules (:mod:`msdm
 recipes), the run records:
 
 * the VAE's reconstruction FID on the held-out frames (the first stage bounds everything) and whether the box and
-  the polyp survive reconstruction (:class:`~msdm.metrics.real_detector.RealFrameDetector` on frames vs their
+  the polyp survive reconstruction (:class:`~msdm.metrics.adherence.real_detector.RealFrameDetector` on frames vs their
   reconstructions);
 * for each guidance setting: FID and KID (Inception, unbiased KID of torchmetrics' polynomial MMD over subsets) of
   one image per held-out frame (its full true caption, seed = its index) against the held-out frames; the share of
@@ -79,7 +79,7 @@ class Data:
 
     def __init__(self, folders: list[str], labels: str | None, n_heldout: int, resolution: int):
         from datamodules.fact_captions import FactCaptionDataModule
-        from msdm.data.fact_frames import FactFramesDataset
+        from msdm.facts.dataset import FactFramesDataset
         from msdm.metrics.realism.features import InceptionExtractor
 
         self.folders, self.labels, self.resolution = folders, labels, resolution
@@ -116,7 +116,7 @@ class Data:
 
     def datamodule(self, recipe: dict, seed: int, batch_size: int):
         from datamodules.fact_captions import FactCaptionDataModule
-        from msdm.data.fact_frames import FactFramesDataset
+        from msdm.facts.dataset import FactFramesDataset
 
         dm = FactCaptionDataModule(data=self.folders, overlay_labels=self.labels, resolution=self.resolution,
                                    caption_facts=recipe["caption_facts"], seed=seed, batch_size=batch_size)
@@ -197,7 +197,7 @@ def train_unet(data: Data, recipe: dict, vae_ckpt: Path, seed: int, steps: int, 
 
 def score_sampling(data: Data, unet, detector, setting: dict, adherence_images: int) -> dict:
     from msdm.metrics.adherence.paired import pair_counts, paired_result
-    from msdm.metrics.real_detector import REAL_PAIRS
+    from msdm.metrics.adherence.real_detector import REAL_PAIRS
     from msdm.metrics.realism.frechet import frechet_distance
 
     kw = {k: v for k, v in setting.items() if k != "name"}
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/real_kvasir")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from msdm.metrics.real_detector import RealFrameDetector
+    from msdm.metrics.adherence.real_detector import RealFrameDetector
 
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
