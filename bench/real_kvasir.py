@@ -2,9 +2,9 @@
 mean ± std over seeds, msdm's recipe against the paper's at the same CPU budget, in one run.
 
 Data: the image + mask folders (default: the 698 Kvasir-SEG frames of ``../shared/data/kvasir-seg`` and
-``kvasir-seg-extra``) with hand-labelled box / text (``tests/fixtures/kvasir_seg_overlay_labels.csv``). A fixed
-held-out split (:func:`msdm.facts.heldout_split`-style: the ``--heldout`` frames with the smallest crc32 of
-``"0:<folder>/<file>"``) is never trained on. Training captions join 1..K true facts of each frame
+``kvasir-seg-extra``) with hand-labelled box / text (``msdm/assets/kvasir_seg_overlay_labels.csv``). A fixed
+held-out split (:func:`msdm.data.splits.heldout_split`: the ``--heldout`` frames with the smallest crc32 of
+``"0:<folder>/<file>"``, the same split as ``msdm quickstart``'s on the packaged 64 px sample) is never trained on. Training captions join 1..K true facts of each frame
 (:class:`~datamodules.FactCaptionDataModule`'s dataset).
 
 Per (recipe, seed), trained with the library's own Lightning modules (:mod:`msdm.training.recipes` holds both
@@ -34,7 +34,6 @@ import json
 import os
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +43,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SHARED = ROOT.parent / "shared" / "data"
-
-
-def heldout_split(ids: list[str], n_heldout: int) -> tuple[list[int], list[int]]:
-    """(train indices, held-out indices): the ``n_heldout`` ids with the smallest crc32 of ``"0:<id>"``."""
-    order = sorted(range(len(ids)), key=lambda i: zlib.crc32(f"0:{ids[i]}".encode()))
-    held = sorted(order[:n_heldout])
-    keep = set(held)
-    return [i for i in range(len(ids)) if i not in keep], held
 
 
 def to_u8(x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +70,7 @@ class Data:
 
     def __init__(self, folders: list[str], labels: str | None, n_heldout: int, resolution: int):
         from datamodules.fact_captions import FactCaptionDataModule
+        from msdm.data.splits import heldout_split
         from msdm.facts.dataset import FactFramesDataset
         from msdm.metrics.realism.features import InceptionExtractor
 
@@ -236,8 +228,9 @@ def settings_for(recipe_name: str, first_seed: bool, snapshot_unet) -> list[dict
 
 
 def run_one(data: Data, name: str, seed: int, args, detector) -> dict:
-    from msdm.training.recipes import get_recipe
     from torchvision.utils import save_image
+
+    from msdm.training.recipes import get_recipe
 
     recipe = get_recipe(name)
     root = Path(args.out) / "work" / f"{name}-s{seed}"
@@ -310,7 +303,7 @@ def print_summary(s: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="+", default=[str(SHARED / "kvasir-seg"), str(SHARED / "kvasir-seg-extra")])
-    ap.add_argument("--labels", default=str(ROOT / "tests" / "fixtures" / "kvasir_seg_overlay_labels.csv"))
+    ap.add_argument("--labels", default=str(ROOT / "msdm" / "assets" / "kvasir_seg_overlay_labels.csv"))
     ap.add_argument("--heldout", type=int, default=200)
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--recipes", nargs="+", default=["msdm", "paper"])

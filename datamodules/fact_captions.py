@@ -27,7 +27,7 @@ from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.loader import ResumableDataLoader
 from msdm.data.splits import split_ids
 from msdm.facts.dataset import FRAME_FACTS, FactFramesDataset
-from msdm.facts.table import facts_table, list_frames, read_overlay_labels, with_overlay_labels
+from msdm.facts.table import frames_of
 
 #: Validation prompts for sample grids: true sentences of real frames, and their contrasts.
 DEFAULT_VALIDATION_PROMPTS: tuple[str, ...] = (
@@ -61,7 +61,7 @@ class FactCaptionDataModule(LightningDataModule):
             polyp_locations``; default all that are known).
         procedure: the folders' procedure stated in captions (``colonoscopy`` for Kvasir-SEG), or ``None``.
         overlay_labels: a CSV of hand labels (``file, box, text``) that replace the detected box / text where given
-            (``tests/fixtures/kvasir_seg_overlay_labels.csv``: all 698 shared Kvasir-SEG frames). Text is stated only
+            (``msdm/assets/kvasir_seg_overlay_labels.csv``: all 698 shared Kvasir-SEG frames). Text is stated only
             where a label gives it: no detector reads it reliably (docs/metrics.md).
         flips: mirror frames known to show neither box nor text, with their location facts (training only).
         seed: split, caption draws, flips and shuffling.
@@ -102,14 +102,9 @@ class FactCaptionDataModule(LightningDataModule):
 
     @staticmethod
     def frames_of(folders: list[str], overlay_labels: str | None = None) -> list[tuple[str, Path, object]]:
-        """``[(id, image path, FrameFacts)]`` of the folders; ids are ``<folder name>/<file stem>``."""
-        labels = read_overlay_labels(overlay_labels) if overlay_labels else {}
-        out = []
-        for folder in folders:
-            table = with_overlay_labels(facts_table(folder), folder, labels)
-            name = Path(folder).resolve().name
-            out += [(f"{name}/{stem}", image, table[stem]) for stem, image, _ in list_frames(folder)]
-        return out
+        """``[(id, image path, FrameFacts)]`` of the folders; ids are ``<folder name>/<stem>``
+        (:func:`msdm.facts.table.frames_of`)."""
+        return frames_of(folders, overlay_labels)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:

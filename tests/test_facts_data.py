@@ -11,7 +11,7 @@ from msdm.facts.dataset import FactFramesDataset
 from msdm.facts.table import facts_table, list_frames
 
 ROOT = Path(__file__).resolve().parent.parent
-LABELS = ROOT / "tests" / "fixtures" / "kvasir_seg_overlay_labels.csv"
+LABELS = ROOT / "msdm" / "assets" / "kvasir_seg_overlay_labels.csv"
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning")]
 
 

@@ -19,7 +19,7 @@ from msdm.metrics.adherence.real_frame_net import DEFAULT_WEIGHTS
 from msdm.metrics.adherence.real_retrieval import frames_satisfying, ignoring_generate_fn, retrieval_generate_fn
 
 ROOT = Path(__file__).resolve().parent.parent
-LABELS = ROOT / "tests" / "fixtures" / "kvasir_seg_overlay_labels.csv"
+LABELS = ROOT / "msdm" / "assets" / "kvasir_seg_overlay_labels.csv"
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning")]
 
 

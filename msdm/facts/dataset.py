@@ -92,6 +92,11 @@ class FactFramesDataset(Dataset):
         g = rng.numpy_generator(self.seed, "fact-caption", index, epoch)
         return compose_caption(self.sentences(facts), g, self.caption_facts)
 
+    def full_caption(self, index: int) -> str:
+        """Every true sentence of frame ``index`` (unflipped), in the grammar's order: the prompt a frame answers
+        in full (``caption_facts`` draws only 1..K of them)."""
+        return " ".join(self.sentences(self.frames[index][2]))
+
     def _load(self, index: int) -> np.ndarray:
         if index not in self._pixels:
             with Image.open(self.frames[index][1]) as img:

@@ -26,7 +26,7 @@ from msdm.io import atomic_file
 
 __all__ = ["FACTS_VERSION", "COLUMNS", "IMAGE_SUFFIXES", "list_frames", "compute_facts", "facts_table",
            "facts_to_csv", "facts_from_csv", "write_facts_csv", "default_cache_dir", "read_overlay_labels",
-           "with_overlay_labels"]
+           "with_overlay_labels", "frames_of"]
 
 #: Bump when a definition (min area, size thresholds, cells) or an overlay detector changes: cached tables refresh.
 FACTS_VERSION = "1"
@@ -124,7 +124,7 @@ def facts_table(folder: str | os.PathLike, cache_dir: str | os.PathLike | None =
 def read_overlay_labels(path: str | os.PathLike) -> dict[str, tuple[bool | None, bool | None]]:
     """Hand labels of the box artefact and text: ``{"<folder name>/<stem>": (box, text)}`` from a CSV with columns
     ``file, box, text`` (``file`` like ``kvasir-seg/images/<name>.jpg``; ``1`` / ``0`` / empty = not labelled), e.g.
-    ``tests/fixtures/kvasir_seg_overlay_labels.csv`` (all 698 shared Kvasir-SEG frames, docs/metrics.md)."""
+    ``msdm/assets/kvasir_seg_overlay_labels.csv`` (all 698 shared Kvasir-SEG frames, docs/metrics.md)."""
     path = Path(path)
     if not path.is_file():
         raise PathNotFoundError(f"overlay labels file {path} not found", path)
@@ -162,3 +162,17 @@ def write_facts_csv(folder: str | os.PathLike, out: str | os.PathLike) -> Path:
     with atomic_file(out, "w") as f:
         f.write(facts_to_csv(facts, {stem: f"images/{image.name}" for stem, image, _ in frames}))
     return Path(out)
+
+
+def frames_of(folders: str | os.PathLike | list, overlay_labels: str | os.PathLike | None = None
+              ) -> list[tuple[str, Path, FrameFacts]]:
+    """``[(id, image path, FrameFacts)]`` of image + mask folders (ids ``<folder name>/<stem>``, folder by folder,
+    sorted by stem), with the hand labels of ``overlay_labels`` (:func:`read_overlay_labels`) applied."""
+    folders = [folders] if isinstance(folders, str | os.PathLike) else list(folders)
+    labels = read_overlay_labels(overlay_labels) if overlay_labels else {}
+    out = []
+    for folder in folders:
+        table = with_overlay_labels(facts_table(folder), folder, labels)
+        name = Path(str(folder)).resolve().name
+        out += [(f"{name}/{stem}", image, table[stem]) for stem, image, _ in list_frames(folder)]
+    return out

@@ -3,7 +3,7 @@
 The facts a real-frame caption states (:mod:`msdm.facts.frames`: polyp count, size class, locations; box; text)
 must be read back from *generated* images to score adherence; masks exist only for real frames. This network is
 trained on the real Kvasir-SEG masks of a train split (``kvasir-seg-extra``) and on hand labels of the box and text
-(``tests/fixtures/kvasir_seg_overlay_labels.csv``) by :mod:`msdm.metrics.adherence.train_real_detector`, with the
+(``msdm/assets/kvasir_seg_overlay_labels.csv``) by :mod:`msdm.metrics.adherence.train_real_detector`, with the
 degradations of generated images (blur, VAE-like smoothing, JPEG, noise, colour shifts: the polyp detector's
 :func:`~msdm.synthetic.train_polyp_detector.augment`). Its weights (< 1 MB, float16 safetensors) ship in
 ``msdm/assets/real_frame_detector.safetensors`` with the decision thresholds and the measured accuracies (held-out

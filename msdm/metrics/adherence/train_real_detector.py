@@ -4,7 +4,7 @@
         [--vae runs/msdm_vae_kvasir_seg/version_0/checkpoints/last.ckpt]
 
 1. reads the frames and masks of ``--train`` (default ``../shared/data/kvasir-seg-extra``) at 64 px and the hand
-   labels of the box artefact and text (``--labels``, default ``tests/fixtures/kvasir_seg_overlay_labels.csv``;
+   labels of the box artefact and text (``--labels``, default ``msdm/assets/kvasir_seg_overlay_labels.csv``;
    frames labelled neither way do not train those heads); a seeded 10 % of these frames is held out for calibration;
 2. trains :class:`~msdm.metrics.adherence.real_frame_net.RealFrameNet` (mask: BCE + Dice; box, text: BCE) with the
    degradations of generated images (:func:`msdm.synthetic.train_polyp_detector.augment`);
@@ -46,7 +46,7 @@ from msdm.metrics.adherence.real_frame_net import (
 )
 from msdm.synthetic.train_polyp_detector import augment
 
-DEFAULT_LABELS = "tests/fixtures/kvasir_seg_overlay_labels.csv"
+DEFAULT_LABELS = "msdm/assets/kvasir_seg_overlay_labels.csv"
 
 
 def read_labels(path: str | Path) -> dict[str, tuple[bool | None, bool | None]]:
