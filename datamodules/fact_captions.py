@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from msdm.data.dataset import collate
 from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.loader import ResumableDataLoader
-from msdm.data.splits import split_ids
+from msdm.data.splits import heldout_split, split_ids
 from msdm.facts.dataset import FRAME_FACTS, FactFramesDataset
 from msdm.facts.table import frames_of
 
@@ -55,6 +55,9 @@ class FactCaptionDataModule(LightningDataModule):
         data: one image + mask folder (``images/``, ``masks/``, same names) or a list of them.
         val_data: folder(s) for validation and test; default: a seeded ``val_fraction`` of ``data``'s frames.
         val_fraction: share of ``data``'s frames held out when ``val_data`` is not given (0: no validation).
+        heldout: hold out exactly this many frames of ``data`` by :func:`msdm.data.splits.heldout_split` (crc32 of
+            ``<folder>/<stem>``: the fixed test split of ``bench/real_kvasir.py`` and ``msdm quickstart``, 200 of
+            the 698 Kvasir-SEG frames) instead of ``val_fraction``; they are validation and test, never trained on.
         resolution: square side of the images (frames are centre-cropped, then resized).
         caption_facts: training captions join 1..K true sentences (1: one per step, the paper's recipe).
         facts: facts captions may state (subset of ``procedure, text, box, polyp, polyp_count, polyp_sizes,
@@ -74,6 +77,7 @@ class FactCaptionDataModule(LightningDataModule):
         data: str | list[str] | None = None,
         val_data: str | list[str] | None = None,
         val_fraction: float = 0.1,
+        heldout: int | None = None,
         resolution: int = 64,
         caption_facts: int = 1,
         facts: list[str] | None = None,
@@ -113,6 +117,9 @@ class FactCaptionDataModule(LightningDataModule):
         frames = self.frames_of(_folders(h.data), h.overlay_labels)
         if h.val_data is not None:
             val = self.frames_of(_folders(h.val_data), h.overlay_labels)
+        elif h.heldout is not None:
+            train_idx, held_idx = heldout_split([f[0] for f in frames], int(h.heldout))
+            frames, val = [frames[i] for i in train_idx], [frames[i] for i in held_idx]
         else:
             _, val_ids = split_ids([f[0] for f in frames], h.val_fraction, h.seed)
             held = set(val_ids)

@@ -4,6 +4,7 @@ grid carries verifiable provenance. (The full-size run and its time are in docs/
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -15,8 +16,8 @@ from msdm.provenance import read_record
 
 def test_quickstart_at_toy_size(tmp_path, tiny_text_encoder, capsys):
     out = tmp_path / "qs"
-    rc = main(["quickstart", "--out", str(out), "--vae-steps", "3", "--unet-steps", "3", "--num-train", "32",
-               "--batch-size", "8", "--vae-batch-size", "4", "--resolution", "32", "--sample-steps", "2",
+    rc = main(["quickstart", "--data", "synthetic", "--out", str(out), "--vae-steps", "3", "--unet-steps", "3",
+               "--num-train", "32", "--batch-size", "8", "--vae-batch-size", "4", "--resolution", "32", "--sample-steps", "2",
                "--adherence-images", "2", "--text-encoder", tiny_text_encoder])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -73,3 +74,57 @@ def test_quickstart_pairs_are_the_adherence_pairs():
 
     check_pairs(PAIRS)
     assert {k: tuple(v) for k, v in PAIRS.items()} == DEFAULT_PAIRS
+
+
+@pytest.mark.slow  # ~20 CPU-s, 110 s wall on the shared 2-core machine
+def test_quickstart_on_the_packaged_real_frames_at_toy_size(tmp_path, tiny_text_encoder, capsys):
+    """--data kvasir (the default): trains on the shipped frames, prints FID with its floor, saturation and the real
+    paired table, and writes a grid whose rows put generated images beside held-out frames that satisfy the prompt."""
+    from msdm.commands._quickstart_kvasir import KVASIR
+    from msdm.facts.sample import sample_split
+    from msdm.metrics.adherence.real_detector import REAL_PAIRS
+    from msdm.metrics.adherence.real_retrieval import frames_satisfying
+
+    out = tmp_path / "qs"
+    rc = main(["quickstart", "--out", str(out), "--vae-steps", "3", "--unet-steps", "3", "--batch-size", "8",
+               "--vae-batch-size", "4", "--sample-steps", "2", "--adherence-images", "2", "--eval-images", "8",
+               "--text-encoder", tiny_text_encoder])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "real Kvasir-SEG frames" in printed and "ONE seed" in printed and "floor" in printed
+    assert "saturated pixels" in printed and "mean gap" in printed
+    res = json.loads((out / "results.json").read_text())
+    r = res["realism"]
+    assert r["n"] == 8 and r["fid"] > 0 and r["floor"] > 0 and abs(r["ratio"] - r["fid"] / r["floor"]) < 1e-9
+    assert 0 <= r["clipped_255"] <= 1 and 0 <= r["real_clipped_255"] <= 1
+    assert set(res["paired"]) == {*REAL_PAIRS, "mean_gap"} and res["recipe"] == "msdm"
+    for attr in REAL_PAIRS:
+        p = res["paired"][attr]
+        assert p["n"] == 6 and p["gap"] == p["pos"] - p["neg"]
+    # the grid: one row per REAL_PAIRS prompt; 6 generated | spacer | 4 real frames (64 px + 2 px padding)
+    prompts = [p for pair in REAL_PAIRS.values() for p in pair]
+    cols = KVASIR["grid_images"] + 1 + KVASIR["grid_real"]
+    grid = np.asarray(Image.open(out / "samples.png"))
+    assert grid.shape[:2] == (len(prompts) * 66 + 2, cols * 66 + 2)
+    record = read_record(out / "samples.png")
+    assert record["prompts"] == prompts
+    held = sample_split()[1][:8]
+    for prompt in prompts:  # the real frames shown are held-out frames that satisfy the prompt
+        shown = record["real_frames"][prompt]
+        assert shown == [held[i][0] for i in frames_satisfying(prompt, held)][: KVASIR["grid_real"]]
+        k = prompts.index(prompt)
+        for j, fid in enumerate(shown):  # and the tiles are those frames' pixels
+            tile = grid[2 + k * 66 : 66 + k * 66, 2 + (7 + j) * 66 : 66 + (7 + j) * 66].astype(int)
+            frame = np.asarray(Image.open(next(h[1] for h in held if h[0] == fid)).convert("RGB")).astype(int)
+            assert np.abs(tile - frame).max() <= 1
+    pipe = MSDMPipeline.from_pretrained(str(out / "pipeline"))
+    imgs = pipe(["Generate an image with 1 polyp."], num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                output_type="pt").images
+    assert imgs.shape == (1, 3, 64, 64) and torch.isfinite(imgs).all()
+
+
+def test_quickstart_kvasir_refuses_other_resolutions_and_synthetic_recipes(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "a"), "--resolution", "32"]) == 2
+    assert "64 px" in capsys.readouterr().err
+    assert main(["quickstart", "--out", str(tmp_path / "b"), "--recipe", "adherent"]) == 2
+    assert main(["quickstart", "--data", "synthetic", "--out", str(tmp_path / "c"), "--recipe", "msdm"]) == 2

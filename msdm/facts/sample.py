@@ -4,7 +4,7 @@
 ``kvasir-seg/`` (150 frames) and ``kvasir-seg-extra/`` (548), each ``images/<stem>.jpg`` (64 x 64, JPEG quality 90)
 and ``masks/<stem>.png`` (1-bit), i.e. the Kvasir-SEG layout every msdm reader takes
 (:func:`msdm.facts.table.frames_of`, ``FactCaptionDataModule``), plus ``facts.csv``: the facts of the full-size
-(256 px) masks, which :func:`sample_frames` uses, so captions are the ones ``bench/real_kvasir.py`` trains on (the
+(256 px) masks, which every reader uses (:func:`msdm.facts.table.facts_table` reads a folder's own table), so captions are the ones ``bench/real_kvasir.py`` trains on (the
 64 px masks give the same polyp count for 697 of the 698 frames, size class 695, location cells 658: a cell's 10 %
 coverage moves at 64 px); ``ATTRIBUTION.md`` (CC BY 4.0: Jha et al. 2020;
 Borgli et al. 2020). The hand labels of box and text are ``msdm/assets/kvasir_seg_overlay_labels.csv``.
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from msdm.data.splits import heldout_split
-from msdm.facts.table import facts_from_csv, list_frames, read_overlay_labels, with_overlay_labels, write_facts_csv
+from msdm.facts.table import frames_of, list_frames, write_facts_csv
 
 __all__ = ["SAMPLE_NAME", "SAMPLE_FOLDERS", "SAMPLE_RESOLUTION", "N_HELDOUT", "sample_root", "sample_folders",
            "overlay_labels_path", "sample_frames", "sample_split", "build_sample"]
@@ -66,14 +66,9 @@ def overlay_labels_path() -> Path:
 
 
 def sample_frames() -> list:
-    """``[(id, image path, FrameFacts)]`` of the 698 frames (ids ``<folder>/<stem>``): the facts of each folder's
-    ``facts.csv`` (from the full-size masks) with the hand labels of box and text applied."""
-    labels = read_overlay_labels(overlay_labels_path())
-    out = []
-    for folder in sample_folders():
-        facts = with_overlay_labels(facts_from_csv((folder / "facts.csv").read_text()), folder, labels)
-        out += [(f"{folder.name}/{stem}", image, facts[stem]) for stem, image, _ in list_frames(folder)]
-    return out
+    """``[(id, image path, FrameFacts)]`` of the 698 frames (ids ``<folder>/<stem>``): each folder's ``facts.csv``
+    (from the full-size masks) with the hand labels of box and text applied."""
+    return frames_of(sample_folders(), overlay_labels_path())
 
 
 def sample_split(frames: list | None = None, n_heldout: int = N_HELDOUT, seed: int = 0) -> tuple[list, list]:

@@ -7,7 +7,9 @@ call and stored as a CSV (``file, polyp_count, size_class, area_fraction, locati
 by the files' names and contents and :data:`FACTS_VERSION` (the definitions and detectors): a changed, added or
 removed file, or new definitions, recompute it. The write is atomic (:func:`msdm.io.atomic_file`) and the content
 deterministic (sorted by file, fixed float format), so two runs write byte-identical tables.
-``msdm.facts.table.write_facts_csv(folder, "facts.csv")`` writes the table anywhere (e.g. to inspect it).
+``msdm.facts.table.write_facts_csv(folder, "facts.csv")`` writes the table anywhere (e.g. to inspect it). A folder
+that carries its own ``facts.csv`` listing exactly its frames is read from it (the packaged sample ships the facts
+of its full-size masks that way: :mod:`msdm.facts.sample`); ``refresh=True``, or deleting it, recomputes.
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ def facts_table(folder: str | os.PathLike, cache_dir: str | os.PathLike | None =
                 refresh: bool = False) -> dict[str, FrameFacts]:
     """``{stem: FrameFacts}`` of an image + mask folder, from the cache or computed and cached (module docstring)."""
     frames = list_frames(folder)
+    shipped = Path(os.path.expanduser(str(folder))) / "facts.csv"
+    if shipped.is_file() and not refresh:  # a folder that carries its table (the packaged sample: msdm.facts.sample)
+        facts = facts_from_csv(shipped.read_text())
+        if set(facts) == {stem for stem, _, _ in frames}:
+            return facts
     path = Path(cache_dir or default_cache_dir()) / f"{Path(str(folder)).resolve().name}-{_fingerprint(frames)}.csv"
     if path.is_file() and not refresh:
         return facts_from_csv(path.read_text())
