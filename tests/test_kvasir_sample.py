@@ -73,3 +73,16 @@ def test_captions_parse_back_to_the_frames_facts(frames):
                 assert got[key] == truth[key], (key, ds.full_caption(i))
     x = ds[0]["pixel_values"]
     assert x.shape == (3, 64, 64) and -1 <= x.min() < x.max() <= 1
+
+
+def test_datamodule_holds_out_the_same_frames(frames):
+    from datamodules.fact_captions import FactCaptionDataModule
+
+    dm = FactCaptionDataModule(data=[str(f) for f in sample_folders()], overlay_labels=str(overlay_labels_path()),
+                               heldout=N_HELDOUT, caption_facts=8, batch_size=4)
+    dm.setup("fit")
+    train, held = sample_split(frames)
+    assert [f[0] for f in dm.val_dataset.frames] == [f[0] for f in held]
+    assert [f[0] for f in dm.train_dataset.frames] == [f[0] for f in train]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pixel_values"].shape == (4, 3, 64, 64) and all(i not in {f[0] for f in held} for i in batch["id"])
