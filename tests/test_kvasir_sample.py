@@ -86,3 +86,12 @@ def test_datamodule_holds_out_the_same_frames(frames):
     assert [f[0] for f in dm.train_dataset.frames] == [f[0] for f in train]
     batch = next(iter(dm.train_dataloader()))
     assert batch["pixel_values"].shape == (4, 3, 64, 64) and all(i not in {f[0] for f in held} for i in batch["id"])
+
+
+def test_sample_facts_are_those_of_the_full_size_folders(frames, shared_data):
+    """The shipped facts.csv holds the facts of the 256 px masks (what bench/real_kvasir.py captions with), not of
+    the 64 px ones: the same FrameFacts for every frame, hand labels included."""
+    from msdm.facts.table import frames_of
+
+    full = frames_of([shared_data / "kvasir-seg", shared_data / "kvasir-seg-extra"], overlay_labels_path())
+    assert [(f[0], f[2]) for f in full] == [(f[0], f[2]) for f in frames]
