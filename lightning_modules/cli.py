@@ -31,6 +31,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from lightning_modules.run_record import RunConfigRecorder
 from msdm.errors import InputError, PathNotFoundError
+from msdm.validation import Rule
 
 
 def has_config_arg(argv: list[str] | None) -> bool:
@@ -88,6 +89,7 @@ class MSDMLightningCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
     def before_instantiate_classes(self) -> None:
         sub = self.config.get("subcommand")
+        check_config_values(self.config[sub] if sub else self.config)
         # msdm predict writes images as they come (ChallengeImageWriter): do not also keep them all in memory
         if sub == "predict" and self.config[sub].get("return_predictions") is None:
             self.config[sub].return_predictions = False
@@ -155,6 +157,28 @@ class MSDMLightningCLI(LightningCLI):
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+_MAX_STEPS = Rule(int, 0, fix="-1 = no limit")
+
+
+def check_config_values(cfg) -> None:
+    """Refuse values that cannot work before anything is built (msdm.validation), each in one line: a batch size
+    of 0, a negative learning rate, a CUDA accelerator on a machine without a GPU, ..."""
+    from msdm.validation import check_device, check_init_args, check_value
+
+    for section in ("model", "data"):
+        comp = cfg.get(section) if hasattr(cfg, "get") else None
+        args = comp.get("init_args") if comp is not None and hasattr(comp, "get") else None
+        if args is not None:
+            check_init_args(f"--{section}.init_args", args)
+    trainer = cfg.get("trainer") if hasattr(cfg, "get") else None
+    if trainer is not None:
+        accelerator = trainer.get("accelerator")
+        if isinstance(accelerator, str):
+            check_device(accelerator, "--trainer.accelerator")
+        steps = trainer.get("max_steps")
+        if steps is not None and steps != -1:
+            check_value("max_steps", steps, "--trainer.max_steps", rule=_MAX_STEPS)
 
 
 def check_checkpoint_file(ckpt_path) -> None:

@@ -63,7 +63,8 @@ def add_arguments(parser):
     r.add_argument("study", help="study folder")
     r.add_argument("--key", default=None, help="key file (default STUDY/key.json)")
     r.add_argument("--db", default=None, help="ratings database (default STUDY/ratings.sqlite)")
-    r.add_argument("--out", default=None, help="report folder (default STUDY/report)")
+    r.add_argument("--out", default=None, help="report folder (default STUDY/report); new or empty unless --overwrite")
+    r.add_argument("--overwrite", action="store_true", help="replace an earlier report (a folder msdm wrote)")
     r.add_argument("--extractor", default="biomedclip", choices=["biomedclip", "inception", "none"],
                    help="features for the per-prompt metrics (none: skip the automatic metrics)")
     r.add_argument("--extractor-source", default=None,
@@ -137,8 +138,12 @@ def _raters(args) -> int:
 
 
 def _report(args) -> int:
-    from msdm.annotate.report import write_report
+    from pathlib import Path
 
+    from msdm.annotate.report import write_report
+    from msdm.io import check_output_dir
+
+    check_output_dir(args.out or Path(args.study) / "report", args.overwrite)
     out = write_report(args.study, key_path=args.key, db_path=args.db, out=args.out, extractor=args.extractor,
                        extractor_source=args.extractor_source, device=args.device, batch_size=args.batch_size,
                        exclude_raters=args.exclude_rater)

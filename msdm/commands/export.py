@@ -6,14 +6,19 @@ HELP = "turn a MSDMUNetModule checkpoint into a pipeline folder (or a MSDMVAEMod
 
 def add_arguments(parser):
     parser.add_argument("checkpoint", help="Lightning checkpoint (.ckpt)")
-    parser.add_argument("--out", required=True, help="output folder (written atomically)")
+    parser.add_argument("--out", required=True,
+                        help="output folder (written atomically); must be new or empty unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it is a folder msdm wrote (a folder with anything else is refused)")
     parser.add_argument("--sampler", default=None, choices=["ddim", "dpm++", "dpm++sde", "ddpm", "euler"],
                         help="sampler saved in the pipeline (default: the module's)")
 
 
 def run(args) -> int:
+    from msdm.io import check_output_dir
     from msdm.models.loading import read_checkpoint
 
+    check_output_dir(args.out, args.overwrite)  # before any work: never deletes what msdm did not write
     ckpt = read_checkpoint(args.checkpoint)  # a missing or unreadable file is a one-line error (exit 2)
     keys = ckpt.get("state_dict", {})
     if any(k.startswith("unet.") for k in keys):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from msdm.errors import InputError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -73,7 +75,8 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown MSDM preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise InputError(f"unknown MSDM preset {name!r}: choose one of {', '.join(sorted(PRESETS))} "
+                         "(msdm presets lists them)") from None
 
 
 def build_vae(preset: str | Preset, **overrides):
