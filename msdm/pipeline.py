@@ -16,20 +16,32 @@ class with diffusers); in a fresh interpreter without msdm diffusers cannot know
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from msdm.diffusion import REFERENCE_STEPS, make_sampler, sampler_name
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
 from msdm.models.text_encoder import PromptEncoder
+from msdm.models.unet import MSDMUNet
+from msdm.models.vae import MSDMVAE
 
 LOAD_HINT = ("from msdm.pipeline import MSDMPipeline; MSDMPipeline.from_pretrained(folder)  (or import msdm.pipeline "
              "before diffusers.DiffusionPipeline.from_pretrained(folder))")
+
+
+_MASK_NEEDED = ("{name}_embeds were given without {name}_attention_mask: MSDM's U-Net masks the padding tokens, "
+                "so embeddings without their mask give other images. Take both from pipe.encode_prompt(...) (or pass "
+                "a mask of ones if every token is real)")
 
 
 class MSDMPipeline(DiffusionPipeline):
@@ -43,7 +55,10 @@ class MSDMPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256,
+    # Typed: diffusers reads the component types from this signature (from_pipe keeps a model component only when
+    # its type is the one named here; untyped, from_pipe dropped unet and vae).
+    def __init__(self, vae: MSDMVAE | AutoencoderKL, unet: MSDMUNet, text_encoder: PreTrainedModel,
+                 tokenizer: PreTrainedTokenizerBase, scheduler: SchedulerMixin, resolution: int = 256,
                  text_chunking: str = "none", guidance_scale: float = 4.5):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
@@ -55,6 +70,21 @@ class MSDMPipeline(DiffusionPipeline):
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # diffusers' VAE memory switches (as StableDiffusionPipeline has them): see MSDMVAE
+    def enable_vae_slicing(self) -> None:
+        """Decode (and encode) a batch one image at a time: less memory, the same images."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Decode in overlapping tiles (blended): large images in little memory, approximately the same images."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
 
     def set_sampler(self, name: str) -> MSDMPipeline:
         """Swap the sampler (``ddim``, ``dpm++``, ``dpm++sde``, ``ddpm``, ``euler``) keeping the trained noise schedule."""
@@ -86,7 +116,8 @@ class MSDMPipeline(DiffusionPipeline):
 
         MSDM's U-Net attends to the token states with a padding mask (tokens after the prompt are masked out), so
         the masks belong to the embeddings: pass the ones returned here back to ``__call__`` with the embeddings to
-        get the images of the prompt path exactly. Embeddings given without a mask attend to every token.
+        get the images of the prompt path exactly. Embeddings without their mask are refused (as PixArt's and Sana's
+        pipelines do): attending to padding tokens silently gives other images.
         """
         device = self._execution_device
         if prompt_embeds is None:
@@ -95,7 +126,7 @@ class MSDMPipeline(DiffusionPipeline):
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             prompt_embeds, prompt_attention_mask = self.encode_prompts(prompts)
         elif prompt_attention_mask is None:
-            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=device)
+            raise ValueError(_MASK_NEEDED.format(name="prompt"))
         batch = prompt_embeds.shape[0]
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             neg = [""] * batch if negative_prompt is None else (
@@ -104,8 +135,7 @@ class MSDMPipeline(DiffusionPipeline):
                 raise ValueError(f"{len(neg)} negative prompts for {batch} prompts")
             negative_prompt_embeds, negative_prompt_attention_mask = self.encode_prompts(neg)
         elif negative_prompt_embeds is not None and negative_prompt_attention_mask is None:
-            negative_prompt_attention_mask = torch.ones(negative_prompt_embeds.shape[:2], dtype=torch.long,
-                                                        device=device)
+            raise ValueError(_MASK_NEEDED.format(name="negative_prompt"))
         if negative_prompt_embeds is not None and negative_prompt_embeds.shape != prompt_embeds.shape:
             raise ValueError(f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds "
                              f"{tuple(negative_prompt_embeds.shape)} must have the same shape")
@@ -292,7 +322,9 @@ class MSDMPipeline(DiffusionPipeline):
         from msdm import progress
 
         path, lfo = resolve(pretrained_model_name_or_path, kwargs.pop("local_files_only", None), what="MSDM pipeline")
-        kwargs.setdefault("use_safetensors", True)  # never unpickle weights
+        # safetensors when the folder has them, else the .bin files a save_pretrained(safe_serialization=False)
+        # writes — as diffusers' own loader does; .bin is read with torch.load(weights_only=True) (tensors only,
+        # no arbitrary unpickling) by diffusers and transformers.
         # diffusers' "Loading pipeline components" bar follows msdm's progress setting (msdm --quiet)
         silence = not progress.is_enabled() and diffusers_logging.is_progress_bar_enabled()
         if silence:
@@ -322,6 +354,43 @@ def _register_with_diffusers() -> None:
 
 
 _register_with_diffusers()
+
+
+def _register_with_auto_pipeline(module) -> None:
+    """``AutoPipelineForText2Image.from_pretrained(folder)`` finds its pipeline class by the ``_class_name`` of
+    ``model_index.json`` in diffusers' text-to-image table: add MSDM's (only if the name is free)."""
+    table = module.AUTO_TEXT2IMAGE_PIPELINES_MAPPING
+    if not any(cls.__name__ == MSDMPipeline.__name__ for cls in table.values()):
+        table["msdm"] = MSDMPipeline
+
+
+class _AutoPipelineHook(importlib.abc.MetaPathFinder):
+    """Registers MSDM with diffusers' AutoPipeline table when that module is first imported: importing it here would
+    load every diffusers pipeline class (seconds) for every msdm command, most of which never use it."""
+
+    NAME = "diffusers.pipelines.auto_pipeline"
+
+    def find_spec(self, name, path=None, target=None):
+        if name != self.NAME:
+            return None
+        sys.meta_path.remove(self)  # let the other finders find the real module
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _register_with_auto_pipeline(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if _AutoPipelineHook.NAME in sys.modules:
+    _register_with_auto_pipeline(sys.modules[_AutoPipelineHook.NAME])
+elif not any(isinstance(f, _AutoPipelineHook) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AutoPipelineHook())
 
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:
