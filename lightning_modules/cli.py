@@ -105,7 +105,7 @@ class MSDMLightningCLI(LightningCLI):
             if _is_launching_rank():
                 keep_csv_history(trainer, self.resumed.global_step, self.resumed.run_dir)
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
-            from lightning_modules.prediction import ChallengeImageWriter
+            from lightning_modules.callbacks.prediction import ChallengeImageWriter
 
             trainer.callbacks.append(ChallengeImageWriter())  # images in the challenge layout, with provenance
         return trainer

@@ -4,8 +4,9 @@ Training (Prompt to Polyp §4.2.1; reference ``train_msdm_unet.py`` → ``Gaussi
 beta_start=0.002, beta_end=0.02, schedule_strategy='scaled_linear')``, ε-objective, L1 loss): 1000 steps, betas
 ``linspace(√0.002, √0.02)²`` — diffusers' ``scaled_linear`` is the same formula.
 
-Sampling: DDIM with η = 1 and 150 steps on ``linspace(0, 999, 150)`` (the reference's ``denoise(use_ddim=True)``),
-or DPM-Solver++ (multistep, 2nd order) as the fast option.
+Sampling: the samplers (DDIM with η = 1 and 150 steps on ``linspace(0, 999, 150)``, the reference's
+``denoise(use_ddim=True)``; DPM-Solver++ as the fast option; ...) are the registry :mod:`msdm.generators.samplers`;
+they share this module's training schedule.
 
 Guidance conventions. The reference combines ``(s + 1)·cond − s·uncond``; diffusers (and this package) use
 ``uncond + s'·(cond − uncond)``. They are equal for ``s' = s + 1``: the reference's 3.5 is 4.5 here
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import DDPMScheduler
 
 TRAIN_SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000,
@@ -27,7 +28,6 @@ TRAIN_SCHEDULER_CONFIG = dict(
     clip_sample=False,  # latents are not bounded to [-1, 1]
 )
 
-SAMPLERS = ("ddim", "dpm++", "dpm++sde", "ddpm", "euler")
 REFERENCE_STEPS = 150  # DDIM-150, the reference sampler
 REFERENCE_GUIDANCE = 3.5  # in the reference's (s+1)·cond − s·uncond convention
 
@@ -39,49 +39,6 @@ def guidance_from_reference(s_reference: float) -> float:
 
 def training_scheduler(**overrides) -> DDPMScheduler:
     return DDPMScheduler(**{**TRAIN_SCHEDULER_CONFIG, **overrides})
-
-
-def make_sampler(name: str, config: dict | None = None):
-    """A diffusers scheduler for sampling that shares the training noise schedule ``config``.
-
-    ``ddim``: DDIM with ``linspace`` spacing (reference timesteps); pass ``eta=1.0`` at call time for the reference.
-    ``dpm++``: DPM-Solver++ (2M), deterministic (an ODE solver, like DDIM with η = 0). ``dpm++sde``: SDE-DPM-Solver++
-    (2M), stochastic like the reference's DDIM with η = 1 — the fast sampler closest to DDIM-150's images
-    (docs/benchmarks.md). ``ddpm``: ancestral; ``euler``: Euler discrete.
-    """
-    config = dict(config or TRAIN_SCHEDULER_CONFIG)
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    if name == "ddim":
-        return DDIMScheduler.from_config({**config, "timestep_spacing": "linspace", "set_alpha_to_one": True})
-    if name in ("dpm++", "dpmsolver++", "dpm"):
-        return DPMSolverMultistepScheduler.from_config(
-            {**config, "algorithm_type": "dpmsolver++", "use_karras_sigmas": False, "solver_order": 2,
-             "timestep_spacing": "linspace", "final_sigmas_type": "zero", "lower_order_final": True}
-        )
-    if name in ("dpm++sde", "sde-dpmsolver++"):
-        return DPMSolverMultistepScheduler.from_config(
-            {**config, "algorithm_type": "sde-dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
-             "final_sigmas_type": "zero", "lower_order_final": True,
-             # Karras sigmas spend more steps at low noise: on the quickstart model 3.3x closer to DDIM-150 than linspace
-             # sigmas at 10 steps, 1.4x at 20 (docs/benchmarks.md, Fast sampling)
-             "use_karras_sigmas": True}
-        )
-    if name == "ddpm":
-        return DDPMScheduler.from_config({**config, "timestep_spacing": "linspace"})
-    if name == "euler":
-        return EulerDiscreteScheduler.from_config({**config, "timestep_spacing": "linspace"})
-    raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
-
-
-def sampler_name(scheduler) -> str:
-    if type(scheduler).__name__ == "DPMSolverMultistepScheduler" and "sde" in scheduler.config.algorithm_type:
-        return "dpm++sde"
-    return {
-        "DDIMScheduler": "ddim",
-        "DPMSolverMultistepScheduler": "dpm++",
-        "DDPMScheduler": "ddpm",
-        "EulerDiscreteScheduler": "euler",
-    }.get(type(scheduler).__name__, type(scheduler).__name__)
 
 
 def drop_captions(captions: list[str], p: float, generator: torch.Generator | None = None) -> tuple[list[str], torch.Tensor]:
@@ -131,6 +88,30 @@ def diffusion_loss(
     raise ValueError(f"loss_type must be 'l1' or 'mse', got {loss_type!r}")
 
 
+def evaluation_loss(
+    unet,
+    latents: torch.Tensor,
+    text_states: torch.Tensor,
+    text_mask: torch.Tensor | None,
+    scheduler: DDPMScheduler,
+    loss_type: str,
+    seed: int,
+    keys: list[str] | None = None,
+    memory_format: torch.memory_format | None = None,
+) -> torch.Tensor:
+    """A deterministic evaluation loss: the noise and timestep of row ``i`` depend only on ``(seed, keys[i])``
+    (:func:`keyed_noise`; key a sample by its id and caption), so a sample gets the same draw in any batch and on any
+    rank and a DDP validation loss equals the single-process one. Without ``keys`` they are drawn from a generator
+    seeded ``seed`` (pass a per-batch seed). Give posterior means and un-dropped captions for a noise-free value."""
+    kw: dict = {}
+    if keys is not None:
+        kw["noise"], kw["timesteps"] = keyed_noise(keys, tuple(latents.shape[1:]), seed,
+                                                   scheduler.config.num_train_timesteps, latents.device, latents.dtype)
+    else:
+        kw["generator"] = torch.Generator(device=latents.device).manual_seed(seed)
+    return diffusion_loss(unet, latents, text_states, text_mask, scheduler, loss_type, memory_format=memory_format, **kw)
+
+
 def keyed_noise(keys: list[str], shape: tuple[int, ...], seed: int, num_train_timesteps: int = 1000,
                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
     """Noise ``[B, *shape]`` and timesteps ``[B]`` where row ``i`` depends only on ``(seed, keys[i])``.
@@ -147,3 +128,16 @@ def keyed_noise(keys: list[str], shape: tuple[int, ...], seed: int, num_train_ti
         noise.append(torch.randn(shape, generator=g))
         ts.append(torch.randint(0, num_train_timesteps, (1,), generator=g))
     return torch.stack(noise).to(device=device, dtype=dtype), torch.cat(ts).to(device)
+
+
+# Names that moved to the sampler registry (msdm.generators.samplers); kept importable from here.
+_MOVED = {"make_sampler": "make_sampler", "sampler_name": "sampler_name", "SAMPLERS": "SAMPLERS"}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        from msdm.generators import samplers
+
+        value = getattr(samplers, _MOVED[name])
+        return tuple(value) if name == "SAMPLERS" else value
+    raise AttributeError(f"module 'msdm.diffusion' has no attribute {name!r}")

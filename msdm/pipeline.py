@@ -21,14 +21,15 @@ import importlib.util
 import os
 import sys
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from msdm.diffusion import REFERENCE_STEPS, make_sampler, sampler_name
+from msdm.diffusion import REFERENCE_STEPS
+from msdm.generators.samplers import make_sampler, sampler_name
+from msdm.generators.writer import images_to_uint8  # noqa: F401 - re-exported (its home is the writer)
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
 from msdm.models.text_encoder import PromptEncoder
@@ -87,7 +88,8 @@ class MSDMPipeline(DiffusionPipeline):
         self.vae.disable_tiling()
 
     def set_sampler(self, name: str) -> MSDMPipeline:
-        """Swap the sampler (``ddim``, ``dpm++``, ``dpm++sde``, ``ddpm``, ``euler``) keeping the trained noise schedule."""
+        """Swap the sampler (a name of the registry :mod:`msdm.generators.samplers`: ``ddim``, ``dpm++``, ``dpm++sde``,
+        ...) keeping the trained noise schedule."""
         self.scheduler = make_sampler(name, dict(self.scheduler.config))
         return self
 
@@ -393,6 +395,24 @@ elif not any(isinstance(f, _AutoPipelineHook) for f in sys.meta_path):
     sys.meta_path.insert(0, _AutoPipelineHook())
 
 
-def images_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [N, C, H, W] in [0, 1] → uint8 [N, H, W, C] (round half up, as PIL does)."""
-    return (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+def load_generator(pipeline: str, sampler: str | None = None, steps: int | None = None,
+                   guidance_scale: float | None = None, eta: float = 1.0, batch_size: int = 16,
+                   device: str | None = None, dtype: str = "fp32", model_name: str | None = None):
+    """A pipeline folder as a :class:`~msdm.generators.MSDMGenerator` with ``msdm generate``'s settings and
+    provenance (``msdm generate``, ``msdm utility``): sampler, steps, guidance and η as the command's options
+    (None = the folder's / the sampler's defaults); ``device`` default ``cuda:LOCAL_RANK`` when there is a GPU."""
+    from pathlib import Path
+
+    from msdm.dtypes import parse_dtype
+    from msdm.generators import MSDMGenerator, default_device, env_rank_world
+    from msdm.provenance import folder_revision
+
+    pipe = MSDMPipeline.from_pretrained(pipeline, dtype=parse_dtype(dtype)).to(device or default_device(env_rank_world()[2]))
+    pipe.set_progress_bar_config(disable=True)  # one bar over the images, not one per batch of steps
+    # What reproduces an image besides its prompt and seed: the sampling settings plus the model. The revision is a
+    # content hash of the pipeline folder (exported models have no hub revision); only the folder's name goes into
+    # the images, never the local path.
+    model = {"model": model_name or f"MSDM ({Path(pipeline).resolve().name})",
+             "revision": folder_revision(pipeline) if Path(pipeline).is_dir() else str(pipeline)}
+    return MSDMGenerator(pipe, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta,
+                         batch_size=batch_size, info=model)

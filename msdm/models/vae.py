@@ -191,3 +191,16 @@ def _ramp(n: int, edge: int, like: torch.Tensor) -> torch.Tensor:
     r[:edge] = steps
     r[n - edge:] = torch.minimum(r[n - edge:], steps.flip(0))
     return r
+
+
+@torch.no_grad()
+def reconstruct_images(vae, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Reconstructions (posterior mean, decoded) of float images [N, 3, H, W] in [0, 1], in [0, 1], on the
+    images' device; ``vae`` is an :class:`~msdm.models.vae.MSDMVAE` or any diffusers ``AutoencoderKL``-like model."""
+    param = next(vae.parameters())
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = (images[start : start + batch_size] * 2 - 1).to(device=param.device, dtype=param.dtype)
+        z = vae.encode(x).latent_dist.mean
+        out.append(((vae.decode(z).sample.float() + 1) / 2).clamp(0, 1).to(images.device))
+    return torch.cat(out)
