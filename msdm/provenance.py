@@ -327,10 +327,11 @@ def folder_status(folder: str | os.PathLike, records: dict[str, dict] | None = N
 
     folder = Path(folder)
     man = read_manifest(folder) or {}
-    gen = man.get("generation") or {}
+    marker = read_output_marker(folder)
+    # the folder's settings: the manifest's (written at the end), else the marker's (written when the run began)
+    gen = man.get("generation") or (marker or {}).get("generation") or {}
     pngs = sorted(p.name for p in folder.iterdir() if p.is_file() and _challenge_index(p.name))
     status = FolderStatus(complete=None, expected=None, present=len(pngs))
-    marker = read_output_marker(folder)
     if marker is not None and marker.get("complete") is False:
         status.complete = False
         status.notes.append(f"{marker.get('written_by', 'msdm')} has not finished writing it (or was stopped): "
