@@ -14,6 +14,10 @@ def add_arguments(parser):
                         help="replace --out if it is a folder msdm wrote (a folder with anything else is refused)")
     parser.add_argument("--sampler", default=None, choices=sampler_choices(),
                         help="sampler saved in the pipeline (default: the module's)")
+    parser.add_argument("--vae", default=None,
+                        help="U-Net checkpoints: the VAE to export with it (a MSDMVAEModule checkpoint, VAE or pipeline "
+                             "folder); default: the checkpoint's own copy, or, for checkpoints of older msdm versions, "
+                             "the VAE path it was trained with")
 
 
 def run(args) -> int:
@@ -26,11 +30,17 @@ def run(args) -> int:
     if any(k.startswith("unet.") for k in keys):
         from lightning_modules.unet_module import MSDMUNetModule
 
-        module = MSDMUNetModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
+        override = {"vae": args.vae} if args.vae else {}
+        module = MSDMUNetModule.load_from_checkpoint(args.checkpoint, map_location="cpu", **override)
         module.export(args.out, sampler=args.sampler)
         print(f"pipeline written to {args.out} (load with MSDMPipeline.from_pretrained)")
     elif any(k.startswith("vae.") for k in keys):
         from lightning_modules.vae_module import MSDMVAEModule
+
+        if args.vae:
+            from msdm.errors import InputError
+
+            raise InputError(f"--vae is for U-Net checkpoints; {args.checkpoint} is a VAE checkpoint (drop --vae)")
 
         module = MSDMVAEModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
         module.export(args.out)
