@@ -160,3 +160,25 @@ def test_fit_on_a_full_disk_is_one_line_exit_2(tmp_path):
         assert "Traceback" not in r.stderr
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_vae_of_another_preset_is_one_line(tmp_path, capfd, tiny_text_encoder):
+    """A VAE whose latents the U-Net cannot take (8 channels for the tiny U-Net's 4): one line naming both, exit 2."""
+    import lightning.pytorch as pl
+
+    from lightning_modules import MSDMVAEModule
+
+    tr = pl.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False)
+    tr.strategy.connect(MSDMVAEModule(preset="tiny", vae_overrides={"latent_channels": 8}))
+    tr.save_checkpoint(tmp_path / "vae8.ckpt")
+    cfg = {"model": {"class_path": "lightning_modules.MSDMUNetModule",
+                     "init_args": {"preset": "tiny", "vae": str(tmp_path / "vae8.ckpt"),
+                                   "text_encoder": tiny_text_encoder, "max_length": 16}},
+           "data": {"class_path": "datamodules.synthetic.SyntheticGIDataModule",
+                    "init_args": {"num_train": 4, "num_val": 2, "resolution": 32, "batch_size": 2}},
+           "trainer": {"accelerator": "cpu", "max_steps": 1, "logger": False, "default_root_dir": str(tmp_path / "r")}}
+    (tmp_path / "u.yaml").write_text(yaml.safe_dump(cfg))
+    capfd.readouterr()
+    assert main(["fit", "-c", str(tmp_path / "u.yaml")]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("msdm")]
+    assert len(err) == 1 and "8 latent channels" in err[0] and "takes 4" in err[0], err
