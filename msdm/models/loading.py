@@ -51,7 +51,7 @@ EMBEDDED_VAE = "msdm_vae"  # the checkpoint key of a U-Net checkpoint's copy of 
 
 def embed_vae(vae) -> dict:
     """``{"config", "state_dict"}`` of ``vae`` (CPU tensors, plain-data config: loadable with weights_only=True)."""
-    config = json.loads(json.dumps({k: v for k, v in dict(vae.config).items()}, default=list))
+    config = json.loads(json.dumps(dict(vae.config), default=str))  # a loaded config holds its PosixPath
     return {"config": config, "state_dict": {k: v.detach().to("cpu") for k, v in vae.state_dict().items()}}
 
 
