@@ -55,7 +55,7 @@ def test_fast_dev_run_logs_the_metrics(tiny_text_encoder, kvasir_samples, extrac
     cb, mapping = _callback(extractor_files, tmp_path / "cache", ids)
     trainer = _trainer(tmp_path, [cb], fast_dev_run=True, enable_progress_bar=True)
     trainer.fit(module, make_loader(kvasir_samples), make_loader(kvasir_samples, shuffle=False))
-    assert "val metrics: generating (epoch 0): 100%" in capsys.readouterr().err  # sampling shows its progress
+    assert "val metrics: generating (epoch 0)" in capsys.readouterr().err  # sampling shows its progress
     logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     assert set(logged) >= {"val/fid", "val/fbd", "val/fidelity", "val/agreement", "val/diversity"}
     assert all(np.isfinite(v) for v in logged.values())
