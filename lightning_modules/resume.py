@@ -146,7 +146,7 @@ def pick_checkpoint(folder: Path) -> tuple[Path | None, dict, list[str]]:
     others = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix == ".ckpt" and p not in lasts),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     warnings = []
-    for i, path in enumerate(lasts + others):
+    for path in lasts + others:
         try:
             meta = read_checkpoint_meta(path)
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped

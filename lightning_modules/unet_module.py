@@ -174,7 +174,8 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's, with the VAE taken from the checkpoint's own copy (``vae=PATH`` overrides it; an older
-        checkpoint without a copy needs its saved VAE path to exist: :func:`msdm.models.loading.checkpoint_vae_source`)."""
+        checkpoint without a copy needs its saved VAE path to exist:
+        :func:`msdm.models.loading.checkpoint_vae_source`)."""
         if "vae" not in kwargs:
             kwargs["vae"] = checkpoint_vae_source(checkpoint_path)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

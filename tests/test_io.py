@@ -7,8 +7,17 @@ import pytest
 import torch
 
 from msdm.errors import OutputExistsError
-from msdm.io import (OUTPUT_MARKER, atomic_directory, atomic_file, check_output_dir, claim_output_dir, current_umask,
-                     foreign_files, write_json, write_output_marker)
+from msdm.io import (
+    OUTPUT_MARKER,
+    atomic_directory,
+    atomic_file,
+    check_output_dir,
+    claim_output_dir,
+    current_umask,
+    foreign_files,
+    write_json,
+    write_output_marker,
+)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ prompt list) next to the folder's own, or a folder a killed run left half-writte
 import json
 
 import numpy as np
-import pytest
 
 from msdm.cli import main
 from msdm.prompts import challenge_filename

@@ -27,8 +27,8 @@ for argv in commands:
             main(argv)
         except SystemExit:
             pass
-print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(%r))))
-""" % (HEAVY,)
+print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(HEAVY_NAMES))))
+""".replace("HEAVY_NAMES", repr(HEAVY))
 
 
 @pytest.mark.parametrize("commands", [[["--help"]], [["presets"]], [["evaluate", "--help"]], ["EVERY"]],

@@ -31,10 +31,10 @@ import socket
 import sys
 import threading
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import unquote, urlsplit
 
 from msdm.annotate.store import AnswerError, RatingStore

@@ -14,7 +14,8 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("generated", help="folder of prompt{p:04d}_img{i:04d}.png files (p, i 1-based)")
     parser.add_argument("--allow-incomplete", action="store_true",
-                        help="score a generated folder a run did not finish (or that mixes runs) anyway, with a warning "
+                        help="score a generated folder a run did not finish (or that mixes runs) anyway, with a warning"
+                             " "
                              "and the image count (default: refuse it)")
     parser.add_argument("--real-mapping", default=None,
                         help="JSON {str(prompt number): [real image ids]} (the challenge's real_mapping); required "

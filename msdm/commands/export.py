@@ -15,7 +15,8 @@ def add_arguments(parser):
     parser.add_argument("--sampler", default=None, choices=sampler_choices(),
                         help="sampler saved in the pipeline (default: the module's)")
     parser.add_argument("--vae", default=None,
-                        help="U-Net checkpoints: the VAE to export with it (a MSDMVAEModule checkpoint, VAE or pipeline "
+                        help="U-Net checkpoints: the VAE to export with it (a MSDMVAEModule checkpoint, VAE or "
+                             "pipeline "
                              "folder); default: the checkpoint's own copy, or, for checkpoints of older msdm versions, "
                              "the VAE path it was trained with")
 

@@ -185,7 +185,8 @@ def _wait_for_claim(out: Path, fingerprint: str, generation: dict, prompts: list
     return _kept_images(out, generation, prompts)
 
 
-def require_complete(folder: str | os.PathLike, allow_incomplete: bool = False, what: str = "msdm evaluate") -> str | None:
+def require_complete(folder: str | os.PathLike, allow_incomplete: bool = False,
+                     what: str = "msdm evaluate") -> str | None:
     """Refuse a generated folder a run did not finish (its marker says so, or its settings call for more images
     than it holds) or that mixes runs; ``allow_incomplete``: return a loud warning with the counts instead. A plain
     folder of images (no marker, no manifest) passes."""

@@ -43,15 +43,16 @@ __all__ = [
 def parse_generated_folder(folder: str | os.PathLike, plain_ok: bool = False) -> dict[int, list[Path]]:
     """``{prompt number: [image paths]}`` exactly as the script groups them (sorted names, all ``.png`` files).
 
-    ``plain_ok`` (FID alone needs no prompts): a folder not in the challenge layout is one group ``{0: every image
-    file}`` (png, jpg, ...), so ``msdm evaluate --fid-only`` compares any two folders of images."""
+    ``plain_ok`` (FID alone needs no prompts): a folder with no image in the challenge layout is one group ``{0:
+    every image file}`` (png, jpg, ...), so ``msdm evaluate --fid-only`` compares any two folders of images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PathNotFoundError(f"generated images folder not found: {folder}", folder)
-    if plain_ok and not _challenge_layout(folder):
+    if plain_ok and not _any_challenge_name(folder):
         images = list_images(folder)
         if not images:
-            raise InputError(f"no images in {folder} (png, jpg, ...)")
+            raise InputError(f"no .png images in {folder}, nor any other image file (--fid-only reads jpg, bmp, webp, "
+                             "tif too)")
         return {0: images}
     groups: dict[int, list[Path]] = {}
     for name in sorted(f for f in os.listdir(folder) if f.endswith(".png")):
@@ -66,12 +67,12 @@ def parse_generated_folder(folder: str | os.PathLike, plain_ok: bool = False) ->
     return groups
 
 
-def _challenge_layout(folder: Path) -> bool:
-    """Every image of ``folder`` is a ``prompt{p}_img{i}.png`` (and there is at least one)."""
+def _any_challenge_name(folder: Path) -> bool:
+    """Some image of ``folder`` is a ``prompt{p}_img{i}.png``: the folder is meant to be in the challenge layout (a
+    stray ``.png`` in it is then an error, as in the script)."""
     import re
 
-    names = [p.name for p in list_images(folder)]
-    return bool(names) and all(re.match(r"^prompt\d+_img\d+\.png$", n) for n in names)
+    return any(re.match(r"^prompt\d+_img\d+\.png$", p.name) for p in list_images(folder))
 
 
 def _read_json(path: str | os.PathLike, what: str):
