@@ -38,9 +38,13 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
             ``"auto"``: 1/std of the first training batch's latents over ranks, saved in checkpoint and pipeline).
         lr, weight_decay, betas, lr_warmup_steps: AdamW (lr 1e-4 as the reference) with linear warm-up.
         loss_type: ``l1`` (reference) or ``mse``. cfg_dropout: per-sample empty-prompt rate (0.2).
+        prediction_type (``epsilon`` as the reference, or ``v_prediction``), zero_terminal_snr, snr_gamma
+            (min-SNR-γ weights): the noise process and loss weighting (:mod:`msdm.diffusion`; msdm's recipe for real
+            frames, :mod:`msdm.training.recipes`, uses v, zero terminal SNR and γ = 5).
         ema_decay: EMA of the U-Net weights (None = off); used for sampling and export when on.
         sampler, num_inference_steps, guidance_scale, eta: sampling defaults (DDIM-150, η = 1, 4.5 in diffusers'
-            guidance convention = the reference's 3.5; samplers: :mod:`msdm.generators.samplers`).
+            guidance convention = the reference's 3.5; samplers: :mod:`msdm.generators.samplers`); guidance_interval:
+            guide only at training timesteps in [lo, hi] (:class:`~msdm.pipeline.MSDMPipeline`, saved with exports).
         sample_prompts: prompts of sample grids and metric callbacks. image_size: side of generated images
             (default: the preset's; not ``resolution``, which the DataModules own).
         unet_overrides: extra :class:`~msdm.models.unet.MSDMUNet` kwargs. gradient_checkpointing: recompute
@@ -69,10 +73,14 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
         lr_warmup_steps: int = 0,
         loss_type: str = "l1",
         cfg_dropout: float = 0.2,
+        prediction_type: str = "epsilon",
+        zero_terminal_snr: bool = False,
+        snr_gamma: float | None = None,
         ema_decay: float | None = None,
         sampler: str = "ddim",
         num_inference_steps: int = REFERENCE_STEPS,
         guidance_scale: float = 4.5,
+        guidance_interval: tuple[float, float] | None = None,
         eta: float = 1.0,
         sample_prompts: list[str] | None = None,
         image_size: int | None = None,

@@ -37,8 +37,43 @@ def guidance_from_reference(s_reference: float) -> float:
     return s_reference + 1.0
 
 
-def training_scheduler(**overrides) -> DDPMScheduler:
-    return DDPMScheduler(**{**TRAIN_SCHEDULER_CONFIG, **overrides})
+def training_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False, **overrides) -> DDPMScheduler:
+    """The training noise process: the paper's schedule (ε-prediction) by default.
+
+    ``prediction_type="v_prediction"`` trains the U-Net on ``v = √ᾱ·ε − √(1−ᾱ)·x₀`` (Salimans & Ho 2022) and
+    ``zero_terminal_snr=True`` rescales the betas so the last step is pure noise (Lin et al. 2024, "Common diffusion
+    noise schedules and sample steps are flawed", Alg. 1: diffusers' ``rescale_betas_zero_snr``). The paper's schedule
+    keeps ᾱ_T = 7.5e-5 (√ᾱ_T = 0.9 % of the signal, mostly its low frequencies): training never shows pure noise
+    while sampling starts from it, which biases the mean brightness of images (Lin et al. §2); with v-prediction
+    the terminal step stays learnable (ε-prediction is undefined there).
+    Both go into every sampler and exported pipeline through the scheduler config."""
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    if zero_terminal_snr and prediction_type == "epsilon":
+        raise ValueError("zero_terminal_snr needs prediction_type='v_prediction' (ε is not identifiable at SNR 0; "
+                         "Lin et al. 2024 §3.2)")
+    config = {**TRAIN_SCHEDULER_CONFIG, "prediction_type": prediction_type, **overrides}
+    if zero_terminal_snr:
+        config["rescale_betas_zero_snr"] = True
+    return DDPMScheduler(**config)
+
+
+def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio ``ᾱ_t / (1 − ᾱ_t)`` of each timestep."""
+    ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    return ac / (1 - ac).clamp(min=1e-12)
+
+
+def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", Eq. 8
+    and §3.4): the x₀-space weight ``min(SNR, γ)`` expressed for the network's target, ``min(SNR, γ) / SNR`` for ε
+    and ``min(SNR, γ) / (SNR + 1)`` for v. Low-noise steps, which are easy and whose gradients conflict with the
+    rest, stop dominating; the paper reports 3.4× faster convergence at γ = 5."""
+    s = snr(scheduler, timesteps)
+    clipped = s.clamp(max=gamma)
+    if scheduler.config.prediction_type == "v_prediction":
+        return clipped / (s + 1)
+    return clipped / s.clamp(min=1e-12)
 
 
 def drop_captions(captions: list[str], p: float, generator: torch.Generator | None = None) -> tuple[list[str], torch.Tensor]:
@@ -62,8 +97,10 @@ def diffusion_loss(
     noise: torch.Tensor | None = None,
     timesteps: torch.Tensor | None = None,
     memory_format: torch.memory_format | None = None,
+    snr_gamma: float | None = None,
 ) -> torch.Tensor:
-    """ε-prediction loss at uniformly drawn timesteps (reference: L1; ``loss_type="mse"`` as the option).
+    """Denoising loss at uniformly drawn timesteps, on the scheduler's target (ε as the reference, or v): L1 as the
+    reference, ``loss_type="mse"`` as the option; ``snr_gamma`` weights each sample by :func:`min_snr_weights`.
 
     ``noise`` / ``timesteps`` may be given (e.g. :func:`keyed_noise` for a validation loss that does not depend on
     batching or on the number of ranks); otherwise they are drawn, noise first, from ``generator``.
@@ -81,11 +118,14 @@ def diffusion_loss(
         noisy = noisy.contiguous(memory_format=memory_format)
     pred = unet(noisy, t, text_states, text_mask).sample
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
-    if loss_type == "l1":
-        return F.l1_loss(pred.float(), target.float())
-    if loss_type == "mse":
-        return F.mse_loss(pred.float(), target.float())
-    raise ValueError(f"loss_type must be 'l1' or 'mse', got {loss_type!r}")
+    if loss_type not in ("l1", "mse"):
+        raise ValueError(f"loss_type must be 'l1' or 'mse', got {loss_type!r}")
+    loss_fn = F.l1_loss if loss_type == "l1" else F.mse_loss
+    if not snr_gamma:
+        return loss_fn(pred.float(), target.float())
+    per = loss_fn(pred.float(), target.float(), reduction="none")
+    weights = min_snr_weights(scheduler, t, snr_gamma)
+    return (per.mean(dim=tuple(range(1, per.ndim))) * weights).mean()
 
 
 def evaluation_loss(
@@ -98,6 +138,7 @@ def evaluation_loss(
     seed: int,
     keys: list[str] | None = None,
     memory_format: torch.memory_format | None = None,
+    snr_gamma: float | None = None,
 ) -> torch.Tensor:
     """A deterministic evaluation loss: the noise and timestep of row ``i`` depend only on ``(seed, keys[i])``
     (:func:`keyed_noise`; key a sample by its id and caption), so a sample gets the same draw in any batch and on any
@@ -109,7 +150,8 @@ def evaluation_loss(
                                                    scheduler.config.num_train_timesteps, latents.device, latents.dtype)
     else:
         kw["generator"] = torch.Generator(device=latents.device).manual_seed(seed)
-    return diffusion_loss(unet, latents, text_states, text_mask, scheduler, loss_type, memory_format=memory_format, **kw)
+    return diffusion_loss(unet, latents, text_states, text_mask, scheduler, loss_type, memory_format=memory_format,
+                          snr_gamma=snr_gamma, **kw)
 
 
 def keyed_noise(keys: list[str], shape: tuple[int, ...], seed: int, num_train_timesteps: int = 1000,

@@ -16,10 +16,7 @@ class with diffusers); in a fresh interpreter without msdm diffusers cannot know
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
-import sys
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput
@@ -32,6 +29,7 @@ from msdm.generators.samplers import make_sampler, sampler_name
 from msdm.generators.writer import images_to_uint8  # noqa: F401 - re-exported (its home is the writer)
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
+from msdm.pipeline_registration import register_with_diffusers
 from msdm.models.text_encoder import PromptEncoder
 from msdm.models.unet import MSDMUNet
 from msdm.models.vae import MSDMVAE
@@ -60,12 +58,14 @@ class MSDMPipeline(DiffusionPipeline):
     # its type is the one named here; untyped, from_pipe dropped unet and vae).
     def __init__(self, vae: MSDMVAE | AutoencoderKL, unet: MSDMUNet, text_encoder: PreTrainedModel,
                  tokenizer: PreTrainedTokenizerBase, scheduler: SchedulerMixin, resolution: int = 256,
-                 text_chunking: str = "none", guidance_scale: float = 4.5):
+                 text_chunking: str = "none", guidance_scale: float = 4.5,
+                 guidance_interval: tuple[float, float] | list[float] | None = None):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        # guidance_scale: the default of __call__, saved with the folder, so that a pipeline exported from a run
-        # samples with the guidance it was validated at (the quickstart's adherent recipe: 10) unless told otherwise
-        self.register_to_config(resolution=resolution, text_chunking=text_chunking, guidance_scale=float(guidance_scale))
+        # guidance_scale (and guidance_interval): the defaults of __call__, saved with the folder, so that a pipeline
+        # exported from a run samples with the guidance it was validated at unless told otherwise
+        self.register_to_config(resolution=resolution, text_chunking=text_chunking, guidance_scale=float(guidance_scale),
+                                guidance_interval=_interval(guidance_interval))
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -195,6 +195,9 @@ class MSDMPipeline(DiffusionPipeline):
         negative_prompt_attention_mask: torch.Tensor | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        guidance_rescale: float = 0.0,
+        guidance_interval: tuple[float, float] | list[float] | None = None,
+        guide_unet=None,
     ):
         """Generate ``len(prompt) * num_images_per_prompt`` images, prompt-major.
 
@@ -212,6 +215,17 @@ class MSDMPipeline(DiffusionPipeline):
         ``callback_on_step_end_tensor_inputs`` (``latents``, ``prompt_embeds``, ``negative_prompt_embeds``); the dict
         it returns replaces them (a :class:`diffusers.callbacks.PipelineCallback` works too). Setting
         ``pipe._interrupt = True`` from a callback stops the loop after that step.
+
+        Guidance that costs less realism (docs/benchmarks.md, Real frames, has the measured effect of each):
+        ``guidance_interval=(lo, hi)`` applies guidance only at training timesteps ``lo <= t <= hi`` (Kynkäänniemi
+        et al. 2024, "Applying guidance in a limited interval improves sample and distribution quality": guidance at
+        high noise collapses diversity, at low noise it only sharpens; outside the interval one conditional pass
+        per step). ``None`` takes the folder's ``config.guidance_interval`` (none: every step).
+        ``guidance_rescale`` rescales the guided output to the conditional output's std (Lin et al. 2024 §3.4; diffusers'
+        ``rescale_noise_cfg``): against over-exposure at high guidance with v-prediction.
+        ``guide_unet``: **autoguidance** (Karras et al. 2024, "Guiding a diffusion model with a bad version of
+        itself"): a weaker U-Net of the same model (e.g. an early checkpoint), evaluated on the same prompt, replaces
+        the unconditional branch: ``bad + s·(good − bad)``; ``negative_prompt`` is then unused.
         """
         from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
@@ -225,7 +239,12 @@ class MSDMPipeline(DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} not in {self._callback_tensor_inputs}")
         if guidance_scale is None:
             guidance_scale = float(getattr(self.config, "guidance_scale", 4.5))
-        self._guidance_scale, self._interrupt = guidance_scale, False
+        if guidance_interval is None:
+            guidance_interval = getattr(self.config, "guidance_interval", None)
+        lo, hi = _interval(guidance_interval) or (float("-inf"), float("inf"))
+        autoguide = guide_unet is not None and guidance_scale != 1.0
+        # autoguidance needs no unconditional branch: guidance is against the weaker model, on the same prompt
+        self._guidance_scale, self._interrupt = (1.0 if autoguide else guidance_scale), False
         device = self._execution_device
         res = self.config.resolution
         height, width = height or res, width or res
@@ -261,12 +280,23 @@ class MSDMPipeline(DiffusionPipeline):
         if "generator" in self.scheduler.step.__code__.co_varnames:
             step_kwargs["generator"] = generator
         for i, t in enumerate(self.progress_bar(timesteps)):
-            x_in = torch.cat([latents] * 2) if do_cfg else latents
-            x_in = self.scheduler.scale_model_input(x_in, t)
-            eps = self.unet(x_in, t, states, mask).sample
-            if do_cfg:
-                eps_u, eps_c = eps.chunk(2)
+            guided = lo <= float(t) <= hi
+            if do_cfg and guided:
+                x_in = self.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+                eps_u, eps_c = self.unet(x_in, t, states, mask).sample.chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
+            else:
+                # one conditional pass (no guidance, or a step outside the guidance interval)
+                x_in = self.scheduler.scale_model_input(latents, t)
+                cond_states, cond_mask = (states[n:], mask[n:]) if do_cfg else (states, mask)
+                eps = eps_c = self.unet(x_in, t, cond_states, cond_mask).sample
+                if autoguide and guided:
+                    eps_bad = guide_unet(x_in, t, cond_states, cond_mask).sample
+                    eps = eps_bad + guidance_scale * (eps_c - eps_bad)
+            if guidance_rescale > 0 and eps is not eps_c:
+                from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+                eps = rescale_noise_cfg(eps, eps_c, guidance_rescale)
             latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 local = {"latents": latents, "prompt_embeds": prompt_embeds,
@@ -339,60 +369,18 @@ class MSDMPipeline(DiffusionPipeline):
                 diffusers_logging.enable_progress_bar()
 
 
-def _register_with_diffusers() -> None:
-    """Make ``diffusers.MSDMPipeline`` resolve, so ``DiffusionPipeline.from_pretrained(folder)`` loads an exported
-    folder once msdm's pipeline is imported (diffusers looks the ``_class_name`` of ``model_index.json`` up in its
-    own namespace, and loads the components only from modules already imported). Nothing of diffusers is
-    replaced; the name is added only if it is free."""
-    import diffusers
-
-    import msdm.models.unet  # noqa: F401 - the component classes model_index.json names
-    import msdm.models.vae  # noqa: F401
-
-    if getattr(diffusers, "_objects", None) is not None:  # diffusers' lazy module: looked up before the import map
-        diffusers._objects.setdefault(MSDMPipeline.__name__, MSDMPipeline)
-    if MSDMPipeline.__name__ not in vars(diffusers):
-        setattr(diffusers, MSDMPipeline.__name__, MSDMPipeline)
+def _interval(value) -> tuple[float, float] | None:
+    """``(lo, hi)`` of a guidance interval in training timesteps, or None; a clear error for anything else."""
+    if value is None:
+        return None
+    lo, hi = (float(v) for v in value)
+    if not lo <= hi:
+        raise ValueError(f"guidance_interval must be (lo, hi) with lo <= hi in training timesteps, got {value!r}")
+    return lo, hi
 
 
-_register_with_diffusers()
-
-
-def _register_with_auto_pipeline(module) -> None:
-    """``AutoPipelineForText2Image.from_pretrained(folder)`` finds its pipeline class by the ``_class_name`` of
-    ``model_index.json`` in diffusers' text-to-image table: add MSDM's (only if the name is free)."""
-    table = module.AUTO_TEXT2IMAGE_PIPELINES_MAPPING
-    if not any(cls.__name__ == MSDMPipeline.__name__ for cls in table.values()):
-        table["msdm"] = MSDMPipeline
-
-
-class _AutoPipelineHook(importlib.abc.MetaPathFinder):
-    """Registers MSDM with diffusers' AutoPipeline table when that module is first imported: importing it here would
-    load every diffusers pipeline class (seconds) for every msdm command, most of which never use it."""
-
-    NAME = "diffusers.pipelines.auto_pipeline"
-
-    def find_spec(self, name, path=None, target=None):
-        if name != self.NAME:
-            return None
-        sys.meta_path.remove(self)  # let the other finders find the real module
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            _register_with_auto_pipeline(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if _AutoPipelineHook.NAME in sys.modules:
-    _register_with_auto_pipeline(sys.modules[_AutoPipelineHook.NAME])
-elif not any(isinstance(f, _AutoPipelineHook) for f in sys.meta_path):
-    sys.meta_path.insert(0, _AutoPipelineHook())
+# diffusers finds MSDMPipeline by name (DiffusionPipeline / AutoPipelineForText2Image.from_pretrained of a folder)
+register_with_diffusers(MSDMPipeline)
 
 
 def load_generator(pipeline: str, sampler: str | None = None, steps: int | None = None,

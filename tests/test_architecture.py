@@ -140,6 +140,10 @@ def test_importing_every_core_module_loads_no_lightning():
     ("msdm.metrics.frechet", "msdm.metrics.realism.frechet", "frechet_distance"),
     ("msdm.metrics.scene_detector", "msdm.synthetic.scene_detector", "SceneDetector"),
     ("lightning_modules.ema", "msdm.training.ema", "EMA"),
+    ("msdm.metrics.real_detector", "msdm.metrics.adherence.real_detector", "RealFrameDetector"),
+    ("msdm.metrics.prompt_facts", "msdm.facts.grammar", "parse_prompt"),
+    ("msdm.synthetic.prompt_facts", "msdm.facts.grammar", "parse_prompt"),
+    ("msdm.data.facts", "msdm.facts.checks", "extract_facts"),
 ])
 def test_moved_modules_keep_their_old_import_path(old, new, name):
     import importlib

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from msdm.facts.grammar import parse_prompt
 from msdm.metrics.adherence import (
     ATTRIBUTES,
     DEFAULT_PAIRS,
@@ -26,7 +27,6 @@ from msdm.metrics.adherence import (
 )
 from msdm.synthetic import SyntheticGIDataset
 from msdm.synthetic.polyp_detector import load_polyp_detector
-from msdm.synthetic.prompt_facts import parse_prompt
 from msdm.synthetic.prompt_scenes import ignoring_generate_fn, renders_generate_fn, scene_facts, scene_for
 from msdm.synthetic.render import render_scene
 from msdm.synthetic.scene import sample_attributes

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msdm.facts.grammar import FACT_KEYS, parse_prompt
 from msdm.synthetic.captions import captions_for, scene_locations
-from msdm.synthetic.prompt_facts import FACT_KEYS, parse_prompt
 from msdm.synthetic.prompt_scenes import scene_facts
 from msdm.synthetic.scene import sample_attributes
 

@@ -10,8 +10,8 @@
   training (``cond/*``, :mod:`msdm.metrics.adherence.conditioning`).
 
 Generation goes through the generator contract (:class:`msdm.generators.ModuleGenerator`: image ``k`` from seed
-``seed + k``); the detector is the synthetic scenes' ``SceneDetector`` unless another detector object (or polyp
-detector weights) is given (:mod:`msdm.metrics.adherence.detector`).
+``seed + k``); the detector is the synthetic scenes' ``SceneDetector`` (``kind="real"``: the real-frame detector)
+unless another detector object (or detector weights) is given (:mod:`msdm.metrics.adherence.detector`).
 
 DDP: the adherence callback gives each rank a contiguous block of the image indices (seeds ``seed + k``, so the
 images do not depend on the number of ranks), sums the detection counts over ranks and logs the identical result
@@ -30,15 +30,21 @@ from msdm.generators import ModuleGenerator
 from msdm.generators.module import is_generator_module
 from msdm.metrics.adherence import DEFAULT_PAIRS, check_pairs, detector_agreement, pair_counts, paired_result
 from msdm.metrics.adherence.conditioning import DEFAULT_TIMESTEPS, prompt_sensitivity
+from msdm.metrics.adherence.real_detector import REAL_PAIRS, RealFrameDetector
 from msdm.models.vae import reconstruct_images
 
 __all__ = ["AdherenceCallback", "ConditioningDiagnostic", "VAECheck"]
 
 
-def _detector(source):
-    """A detector object as it is, else the synthetic scenes' SceneDetector (with polyp detector weights ``source``)."""
+def _detector(source, kind: str = "scene"):
+    """A detector object as it is, else the synthetic scenes' SceneDetector (with polyp detector weights ``source``)
+    or, for ``kind="real"``, the real-frame detector (with weights ``source``)."""
     if source is not None and hasattr(source, "detect"):
         return source
+    if kind == "real":
+        from msdm.metrics.adherence.real_detector import RealFrameDetector
+
+        return RealFrameDetector(source or "default")
     from msdm.synthetic.scene_detector import SceneDetector
 
     return SceneDetector(source or "default")
@@ -61,16 +67,24 @@ class AdherenceCallback(pl.Callback):
         num_inference_steps: sampling steps (default 10; under ``fast_dev_run`` 2); ``guidance_scale``,
             ``sampler``: ``generate()`` overrides (None = the module's).
         every_n_epochs: run every n validation epochs (always under ``fast_dev_run``).
-        detector: a detector object (:mod:`msdm.metrics.adherence.detector`), or weights of the synthetic scenes'
-            polyp detector (None = the shipped ones).
+        detector: a detector object (:mod:`msdm.metrics.adherence.detector`), or weights of the ``kind``'s detector
+            (None = the shipped ones).
+        kind: ``"scene"`` (synthetic scenes: :class:`~msdm.synthetic.scene_detector.SceneDetector`, default pairs
+            :data:`~msdm.metrics.adherence.DEFAULT_PAIRS`) or ``"real"`` (real frames:
+            :class:`~msdm.metrics.adherence.real_detector.RealFrameDetector`, default pairs
+            :data:`~msdm.metrics.adherence.real_detector.REAL_PAIRS`: box, text, polyp size, count and location).
     """
 
     def __init__(self, pairs: dict[str, list[str]] | None = None, num_images: int = 8, seed: int = 0,
                  num_inference_steps: int = 10, guidance_scale: float | None = None, sampler: str | None = None,
-                 every_n_epochs: int = 1, detector=None):
+                 every_n_epochs: int = 1, detector=None, kind: str = "scene"):
         super().__init__()
-        self.pairs = {k: tuple(v) for k, v in (pairs or DEFAULT_PAIRS).items()}
-        check_pairs(self.pairs)
+        if kind not in ("scene", "real"):
+            raise ValueError(f"kind must be 'scene' (synthetic scenes) or 'real' (real frames), got {kind!r}")
+        self.kind = kind
+        self.pairs = {k: tuple(v) for k, v in (pairs or (DEFAULT_PAIRS if kind == "scene" else REAL_PAIRS)).items()}
+        check_pairs(self.pairs, detector if hasattr(detector, "detect") else RealFrameDetector if kind == "real"
+                    else None)
         self.num_images, self.seed = int(num_images), int(seed)
         self.num_inference_steps, self.guidance_scale, self.sampler = num_inference_steps, guidance_scale, sampler
         self.every_n_epochs = int(every_n_epochs)
@@ -87,7 +101,7 @@ class AdherenceCallback(pl.Callback):
         if not is_generator_module(pl_module):
             raise TypeError(f"AdherenceCallback needs a module with generate(); {type(pl_module).__name__} has none")
         if self._detector is None:
-            self._detector = _detector(self.detector_source)
+            self._detector = _detector(self.detector_source, self.kind)
         fast = bool(trainer.fast_dev_run)
         n = min(self.num_images, 2) if fast else self.num_images
         steps = 2 if fast else self.num_inference_steps

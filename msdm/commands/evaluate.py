@@ -53,6 +53,10 @@ def add_arguments(parser) -> None:
                         help="synthetic scenes: per-attribute accuracy of the images against their prompts (box, "
                              "text, instrument, polyp, ...; msdm.metrics.adherence). Prompts: --prompts, default "
                              "<generated>/prompts.json; result: <generated>/adherence.json")
+    parser.add_argument("--detector", choices=("scene", "real"), default="scene",
+                        help="what --adherence reads images with: 'scene' (synthetic scenes, default) or 'real' "
+                             "(real colonoscopy frames: box, text, polyp count / size / location; "
+                             "msdm.metrics.adherence.real_detector)")
 
 
 def _run_adherence(args) -> int:
@@ -62,7 +66,12 @@ def _run_adherence(args) -> int:
     from msdm.metrics.adherence import evaluate_adherence_folder, format_accuracy
 
     generated = Path(args.generated)
-    result = evaluate_adherence_folder(generated, args.prompts, batch_size=args.batch_size)
+    detector = None
+    if args.detector == "real":
+        from msdm.metrics.adherence.real_detector import RealFrameDetector
+
+        detector = RealFrameDetector()
+    result = evaluate_adherence_folder(generated, args.prompts, detector=detector, batch_size=args.batch_size)
     output = Path(args.output) if args.output else generated / "adherence.json"
     write_json(output, result)
     print(format_accuracy(result["accuracy"], result["counts"]))

@@ -12,6 +12,7 @@ the validation split. Consequences a user can rely on:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 from msdm.data import rng
@@ -43,3 +44,22 @@ def hold_out_images(splits: dict, val_fraction: float, seed: int) -> dict:
         splits["train"] = ([r for r in train_recs if r.id not in keep], train_src)
     splits.setdefault("test", splits["val"])
     return splits
+
+
+def heldout_split(ids: Sequence[str], n_heldout: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """``(train indices, held-out indices)``, each ascending: the ``n_heldout`` ids with the smallest
+    ``zlib.crc32(f"{seed}:{id}")`` are held out (ties by id).
+
+    The fixed real-frame test split of ``bench/real_kvasir.py`` and ``msdm quickstart`` (ids ``<folder>/<stem>``:
+    200 of the 698 Kvasir-SEG frames). Like :func:`split_ids`, it depends only on the ids and the seed; unlike it,
+    the held-out count is exact.
+    """
+    ids = list(ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("heldout_split needs distinct ids")
+    if not 0 <= n_heldout <= len(ids):
+        raise ValueError(f"n_heldout must be in [0, {len(ids)}], got {n_heldout}")
+    order = sorted(range(len(ids)), key=lambda i: (zlib.crc32(f"{seed}:{ids[i]}".encode()), ids[i]))
+    held = sorted(order[:n_heldout])
+    keep = set(held)
+    return [i for i in range(len(ids)) if i not in keep], held

@@ -11,7 +11,7 @@ known, the ground truth prompt adherence is checked against. One concept per fil
   (the learned polyp / instrument-kind / procedure CNN and its weights), :mod:`~msdm.synthetic.scene_detector`
   (both, in the prompt-fact vocabulary: the adherence metric's detector for synthetic scenes),
   :mod:`~msdm.synthetic.train_polyp_detector` (how the shipped weights were trained);
-* :mod:`~msdm.synthetic.prompt_facts` — the prompt grammar (prompt → facts; issue 20 moves it to ``msdm/facts``),
+* :mod:`~msdm.synthetic.prompt_facts` — deprecated alias of the prompt grammar, now :mod:`msdm.facts.grammar`,
   :mod:`~msdm.synthetic.prompt_scenes` — scenes drawn for a prompt, :mod:`~msdm.synthetic.prompt_render` — renders
   that follow or contradict a prompt (the render generators of :mod:`msdm.generators.render`).
 

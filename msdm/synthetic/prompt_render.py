@@ -6,17 +6,16 @@ of what synthetic images can add), or with every fact negated (``mode="contradic
 prompts, which must show up as harm). :class:`msdm.generators.render.RenderGenerator` wraps it in the generator
 contract (``msdm utility --generator render:follow`` / ``render:contradict``).
 
-The prompt reading here (:func:`prompt_facts`) is the utility experiment's small grammar; the full prompt grammar is
-:mod:`msdm.synthetic.prompt_facts` (issue 20 unifies them in ``msdm/facts``).
+The prompt is read by msdm's one prompt grammar (:func:`msdm.facts.grammar.parse_prompt`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import numpy as np
 
+from msdm.facts.grammar import parse_prompt
 from msdm.synthetic.render import render_scene
 from msdm.synthetic.scene import SceneDistribution, sample_attributes
 
@@ -31,26 +30,11 @@ RENDER_MODES = ("follow", "contradict")
 def prompt_facts(prompt: str) -> dict[str, bool]:
     """The facts a prompt states: ``polyp``/``instrument`` (present or not), ``box``, ``text``.
 
-    Raises ``ValueError`` for a prompt that states none of them (the render generator cannot honour it).
+    Read by msdm's one prompt grammar (:func:`msdm.facts.grammar.parse_prompt`). Raises ``ValueError`` for a prompt
+    that states none of them (the render generator cannot honour it).
     """
-    s = prompt.lower()
-    facts: dict[str, bool] = {}
-    if re.search(r"\bno polyps\b", s):
-        facts["polyp"] = False
-    elif re.search(r"\b([1-9]\d*|a|an) polyps?\b", s):
-        facts["polyp"] = True
-    if re.search(r"\bno instruments\b", s):
-        facts["instrument"] = False
-    elif re.search(r"\b([1-9]\d*|an?) instruments?\b|polyp snare|biopsy forceps|\btube\b", s):
-        facts["instrument"] = True
-    if "not containing a green/black box" in s:
-        facts["box"] = False
-    elif "green/black box" in s:
-        facts["box"] = True
-    if "not containing text" in s:
-        facts["text"] = False
-    elif "containing text" in s:
-        facts["text"] = True
+    parsed = parse_prompt(prompt)
+    facts = {k: bool(parsed[k]) for k in ("polyp", "instrument", "box", "text") if parsed[k] is not None}
     if not facts:
         raise ValueError(f"the render generator cannot read a fact from {prompt!r}; it understands polyps (a polyp, "
                          f"N polyps, no polyps), instruments, the green/black box and text")

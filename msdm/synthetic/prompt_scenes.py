@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from msdm.facts.grammar import FACT_KEYS, parse_prompt
 from msdm.synthetic.captions import scene_locations
-from msdm.synthetic.prompt_facts import FACT_KEYS, parse_prompt
 from msdm.synthetic.render import render_scene
 from msdm.synthetic.scene import INSTRUMENTS, PARIS_TYPES, POLYP_SIZES, POLYP_TONES, SceneAttributes, SceneDistribution
 from msdm.synthetic.scene import sample_attributes as _sample
@@ -25,7 +25,7 @@ __all__ = ["scene_facts", "scene_for", "renders_generate_fn", "ignoring_generate
 
 
 def scene_facts(attrs: SceneAttributes, locations: Mapping | None = None) -> dict:
-    """The facts a scene has, with the keys and value types of :func:`~msdm.synthetic.prompt_facts.parse_prompt`."""
+    """The facts a scene has, with the keys and value types of :func:`~msdm.facts.grammar.parse_prompt`."""
     locations = locations if locations is not None else scene_locations(attrs)
     colors = {c for p in attrs.polyps for c in POLYP_TONES[p.tone]}
     return {

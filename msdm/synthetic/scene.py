@@ -12,26 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from msdm.facts.vocabulary import CAPTION_LOCATION_ORDER, LOCATIONS, PARIS_TYPES, POLYP_SIZES, PROCEDURES  # noqa: F401
 from msdm.synthetic.geometry import LAYOUT_SIZE, fixed_masks, grid, instrument_field, polyp_field, visible_region
 
 # =====================================================================================================================
 # Vocabulary of the MEDVQA-GI 2024 prompts (../shared/data/prompts/medvqa_gi_2024_dev_prompt_counts.csv)
 # =====================================================================================================================
 
-#: The nine location cells, row-major (used for sampling positions and for the 3x3 grid geometry).
-LOCATIONS: tuple[str, ...] = (
-    "upper-left", "upper-center", "upper-right",
-    "center-left", "center", "center-right",
-    "lower-left", "lower-center", "lower-right",
-)  # fmt: skip
-#: The order in which the real prompts list locations ("... located in the center, upper-left, upper-right,
-#: lower-left, lower-right, center-left, center-right, upper-center and lower-center.").
-CAPTION_LOCATION_ORDER: tuple[str, ...] = (
-    "center", "upper-left", "upper-right", "lower-left", "lower-right",
-    "center-left", "center-right", "upper-center", "lower-center",
-)  # fmt: skip
-#: Polyp size classes, in the order the real prompts list them ("polyps of size < 5mm and 5-10mm").
-POLYP_SIZES: tuple[str, ...] = ("< 5mm", "5-10mm", "11-20mm", ">20mm")
+# LOCATIONS, CAPTION_LOCATION_ORDER, POLYP_SIZES, PARIS_TYPES and PROCEDURES are msdm's one fact vocabulary
+# (msdm.facts.vocabulary), imported above and re-exported from here; what follows is what only the scenes draw.
+
 #: Polyp radius (fraction of the image width) drawn uniformly in this range per size class.
 POLYP_RADIUS: dict[str, tuple[float, float]] = {
     "< 5mm": (0.06, 0.08),
@@ -39,15 +29,11 @@ POLYP_RADIUS: dict[str, tuple[float, float]] = {
     "11-20mm": (0.13, 0.17),
     ">20mm": (0.18, 0.24),
 }
-#: Paris classes, in the order the real prompts list them ("polyps of type paris ip and paris is",
-#: "paris is and paris iia", "paris ip and paris iia").
-PARIS_TYPES: tuple[str, ...] = ("ip", "is", "iia")
 #: Polyp tones and the colour words they caption as ("an abnormality with the color pink" / "colors pink and red").
 POLYP_TONES: dict[str, tuple[str, ...]] = {"pink": ("pink",), "red": ("pink", "red")}
 #: Instrument kinds, in the order the real prompts concatenate them ("polyp snareandtube", "biopsy forcepsandtube",
 #: "polyp snareandmetal clip", "metal clipandtube": snare < forceps < metal clip < tube). No metal clip is drawn.
 INSTRUMENTS: tuple[str, ...] = ("polyp snare", "biopsy forceps", "tube")
-PROCEDURES: tuple[str, ...] = ("colonoscopy", "gastroscopy")
 
 
 # =====================================================================================================================

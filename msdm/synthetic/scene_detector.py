@@ -1,5 +1,5 @@
 """What images of synthetic scenes show: :class:`SceneDetector`, in the vocabulary of
-:func:`~msdm.synthetic.prompt_facts.parse_prompt`.
+:func:`~msdm.facts.grammar.parse_prompt`.
 
 The pixel detectors of :mod:`msdm.synthetic.pixel_detectors` see the overlays (box artefact, text) and instrument presence;
 the learned :mod:`~msdm.synthetic.polyp_detector` sees polyps (presence, count, size classes, location cells),
@@ -71,7 +71,7 @@ class PixelThresholds:
 
 class SceneDetector:
     """What synthetic-scene images show: ``detect(images)`` → one dict per image with the keys and value types of
-    :func:`~msdm.synthetic.prompt_facts.parse_prompt` (``box``, ``text``, ``instrument`` bools; ``instrument_kinds``,
+    :func:`~msdm.facts.grammar.parse_prompt` (``box``, ``text``, ``instrument`` bools; ``instrument_kinds``,
     ``polyp_sizes``, ``polyp_locations`` tuples in vocabulary / caption order; ``polyp`` bool; ``polyp_count`` int;
     ``procedure`` str).
 

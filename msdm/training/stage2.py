@@ -67,7 +67,9 @@ class Stage2(FrozenParts):
         if hp.torch_compile:
             # nn.Module.compile compiles the call in place: parameter names (checkpoints, EMA, export) are unchanged
             self.unet.compile(backend=hp.compile_backend, **({"mode": hp.compile_mode} if hp.compile_mode else {}))
-        self.scheduler = training_scheduler()
+        # the noise process (paper: ε on the scaled-linear schedule; msdm's recipe: v + zero terminal SNR); settings
+        # saved before these options existed read as the paper's
+        self.scheduler = training_scheduler(hp.get("prediction_type", "epsilon"), hp.get("zero_terminal_snr", False))
         self.ema = EMA(self.unet.parameters(), decay=hp.ema_decay) if hp.ema_decay else None
         if hp.latent_scaling == "auto":
             init = float("nan")  # resolved from the first training batch (_scale_latents)
@@ -215,12 +217,13 @@ class Stage2(FrozenParts):
         return torch.channels_last if self.hparams.channels_last else None
 
     def training_loss(self, batch) -> tuple[torch.Tensor, int]:
-        """ε-loss of a batch with per-sample CFG dropout: ``(loss, batch size)``."""
+        """Denoising loss of a batch (ε or v target, min-SNR-γ weights when ``snr_gamma``) with per-sample CFG
+        dropout: ``(loss, batch size)``."""
         latents = self.batch_latents(batch, "train")
         captions, _ = drop_captions(list(batch["caption"]), self.hparams.cfg_dropout)
         states, mask = self.encode_prompts(captions)
         loss = diffusion_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type,
-                              memory_format=self.memory_format())
+                              memory_format=self.memory_format(), snr_gamma=self.hparams.get("snr_gamma"))
         return loss, latents.shape[0]
 
     def eval_loss(self, batch, split: str, seed: int, batch_idx: int = 0) -> tuple[torch.Tensor, int]:
@@ -233,7 +236,8 @@ class Stage2(FrozenParts):
         keys = [f"{i}\x00{c}" for i, c in zip(batch["id"], captions)] if "id" in batch else None
         with self.ema_weights():
             loss = evaluation_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type,
-                                   seed if keys is not None else seed + batch_idx, keys, self.memory_format())
+                                   seed if keys is not None else seed + batch_idx, keys, self.memory_format(),
+                                   snr_gamma=self.hparams.get("snr_gamma"))
         return loss, latents.shape[0]
 
     def ema_weights(self):
@@ -253,7 +257,7 @@ class Stage2(FrozenParts):
             vae=self.vae, unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
             scheduler=make_sampler(sampler or self.hparams.sampler, dict(self.scheduler.config)),
             resolution=self.resolution, text_chunking=self.hparams.text_chunking,
-            guidance_scale=self.hparams.guidance_scale,
+            guidance_scale=self.hparams.guidance_scale, guidance_interval=self.hparams.get("guidance_interval"),
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe

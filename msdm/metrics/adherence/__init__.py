@@ -13,17 +13,22 @@ The entry point (every name below is importable from here), used by notebooks, t
   :func:`adherence_report` (paired mode + the metric from one generation pass), over any generator of
   :mod:`msdm.generators`;
 * :mod:`~msdm.metrics.adherence.vae_check` — does a first stage keep what the prompts name (:func:`detector_agreement`);
-* :mod:`~msdm.metrics.adherence.conditioning` — how much the prompt moves the U-Net's prediction while training.
+* :mod:`~msdm.metrics.adherence.conditioning` — how much the prompt moves the U-Net's prediction while training;
+* :mod:`~msdm.metrics.adherence.real_detector` — :class:`RealFrameDetector` and :data:`REAL_PAIRS`: adherence on
+  real colonoscopy frames (box, text, polyp count, size, location) by a tiny U-Net
+  (:mod:`~msdm.metrics.adherence.real_frame_net`, trained by :mod:`~msdm.metrics.adherence.train_real_detector`);
+  :mod:`~msdm.metrics.adherence.real_retrieval` — real frames as a generator (the ceiling of paired mode).
 """
 
 # every public name of the parts, importable from here (each part lists them in its __all__)
+from msdm.facts.grammar import parse_prompt
 from msdm.metrics.adherence import detector, metric, paired, vae_check
 from msdm.metrics.adherence.detector import *  # noqa: F403
 from msdm.metrics.adherence.metric import *  # noqa: F403
 from msdm.metrics.adherence.paired import *  # noqa: F403
+from msdm.metrics.adherence.real_detector import REAL_PAIRS, RealFrameDetector
 from msdm.metrics.adherence.vae_check import *  # noqa: F403
-from msdm.synthetic.prompt_facts import parse_prompt
 from msdm.synthetic.scene_detector import PixelThresholds, SceneDetector, as_image_batch
 
 __all__ = [*detector.__all__, *metric.__all__, *paired.__all__, *vae_check.__all__, "parse_prompt", "PixelThresholds",
-           "SceneDetector", "as_image_batch"]
+           "SceneDetector", "as_image_batch", "REAL_PAIRS", "RealFrameDetector"]

@@ -1,7 +1,7 @@
 """What the adherence machinery needs from a detector, and the default one.
 
 A detector turns images into what they show, in the fact vocabulary of the prompt grammar
-(:func:`msdm.synthetic.prompt_facts.parse_prompt`): ``detect(images) -> [{"box": bool, "text": bool, "instrument":
+(:func:`msdm.facts.grammar.parse_prompt`): ``detect(images) -> [{"box": bool, "text": bool, "instrument":
 bool, "instrument_kinds": tuple, "polyp": bool, "polyp_count": int, "polyp_sizes": tuple, "polyp_locations": tuple,
 "procedure": str}, ...]``, one dict per image (a key it cannot see may be missing: that attribute is then not scored).
 Its ``instrument_kinds`` and ``max_polyps`` say what it can tell apart: a prompt asking for more is not scored.

@@ -1,7 +1,7 @@
 """Per-attribute prompt adherence: :func:`judge` one image against its prompt, :class:`AdherenceMetric` over many
 (torchmetrics, summed states: DDP-safe), :func:`evaluate_adherence_folder` for a folder of generated images.
 
-A prompt is read by :func:`~msdm.synthetic.prompt_facts.parse_prompt`, an image by a detector
+A prompt is read by :func:`~msdm.facts.grammar.parse_prompt`, an image by a detector
 (:mod:`msdm.metrics.adherence.detector`; default: the synthetic scenes' ``SceneDetector``); an attribute the prompt
 does not mention is not scored.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torchmetrics import Metric
 
+from msdm.facts.grammar import parse_prompt
 from msdm.metrics.adherence.detector import Detector, default_detector
 from msdm.synthetic.polyp_detector import MAX_POLYPS
-from msdm.synthetic.prompt_facts import parse_prompt
 from msdm.synthetic.scene import INSTRUMENTS
 
 __all__ = ["ATTRIBUTES", "PAIRED_ATTRIBUTES", "FACT_OF", "judge", "AdherenceMetric", "format_accuracy",
@@ -39,7 +39,7 @@ FACT_OF = {"box": "box", "text": "text", "instrument": "instrument", "instrument
 def judge(facts: Mapping, detected: Mapping, instrument_kinds: Sequence[str] = INSTRUMENTS,
           max_polyps: int = MAX_POLYPS) -> dict[str, bool]:
     """``{attribute: the image shows what the prompt asks}`` for the attributes ``facts`` (from
-    :func:`~msdm.synthetic.prompt_facts.parse_prompt`) specifies and the detector can see.
+    :func:`~msdm.facts.grammar.parse_prompt`) specifies and the detector can see.
 
     Sets are compared exactly (``instrument_kind``: the named kinds and no other; ``polyp_size``: the distinct size
     classes; ``polyp_location``: the covered cells), as the true captions list them exhaustively. Not scored: kinds

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from msdm.facts.grammar import parse_prompt
 from msdm.metrics.adherence.detector import Detector, default_detector
 from msdm.metrics.adherence.metric import PAIRED_ATTRIBUTES, AdherenceMetric
-from msdm.synthetic.prompt_facts import parse_prompt
 
 #: (prompt, its negation) per yes/no attribute, worded as the true captions are (msdm.synthetic.captions).
 DEFAULT_PAIRS: dict[str, tuple[str, str]] = {
@@ -53,8 +53,13 @@ __all__ = ["DEFAULT_PAIRS", "DEFAULT_PROMPTS", "GenerateFn", "adherence_report",
 GenerateFn = Callable[[list[str], list[int]], torch.Tensor]  # (prompts, seeds) -> images in [0, 1]
 
 
-def check_pairs(pairs: Mapping[str, tuple[str, str]]) -> None:
+def check_pairs(pairs: Mapping[str, tuple[str, str]], detector=None) -> None:
+    """Each pair asks for its attribute and for its absence. A detector with ``check_pair(attr, pos, neg)`` (e.g.
+    :class:`~msdm.metrics.adherence.real_detector.RealFrameDetector`) checks its own attributes."""
     for attr, (pos, neg) in pairs.items():
+        if hasattr(detector, "check_pair"):
+            detector.check_pair(attr, pos, neg)
+            continue
         if attr not in PAIRED_ATTRIBUTES:
             raise ValueError(f"paired attribute {attr!r} is not one of {PAIRED_ATTRIBUTES}")
         fp, fn = parse_prompt(pos), parse_prompt(neg)
@@ -73,6 +78,9 @@ def paired_adherence(
 ) -> dict:
     """Detection rate of each attribute under its prompt and under its negation, with the same seeds.
 
+    ``detector``: the synthetic scenes' SceneDetector by default; for real frames
+    :class:`~msdm.metrics.adherence.real_detector.RealFrameDetector` with its ``REAL_PAIRS``.
+
     ``generator.generate(prompts, seeds)`` (or ``generator(prompts, seeds)``) returns float images [N, 3, H, W] in
     [0, 1], image ``i`` drawn for ``prompts[i]`` from seed ``seeds[i]`` (:mod:`msdm.generators`). It is
     called once with every prompt of every pair, ``num_images`` each, seeds ``seed .. seed + num_images - 1`` (or
@@ -81,8 +89,8 @@ def paired_adherence(
     Returns ``{attr: {"pos": rate, "neg": rate, "gap": pos - neg, "n": images per prompt, "pos_count": k,
     "neg_count": k}, ..., "mean_gap": mean over the pairs}``.
     """
-    check_pairs(pairs)
     detector = default_detector(detector)
+    check_pairs(pairs, detector)
     seeds = list(range(seed, seed + num_images)) if seeds is None else [int(s) for s in seeds]
     n = len(seeds)
     prompts, all_seeds = [], []
@@ -138,8 +146,8 @@ def adherence_report(
     Every pair prompt and every prompt of ``prompts`` gets ``num_images`` images with seeds ``seed ..
     seed + num_images - 1``; images of a prompt that is both in a pair and in ``prompts`` are generated once.
     """
-    check_pairs(pairs)
     detector = default_detector(detector)
+    check_pairs(pairs, detector)
     seeds = list(range(seed, seed + num_images))
     pair_prompts = [p for pos_neg in pairs.values() for p in pos_neg]
     unique = list(dict.fromkeys([*pair_prompts, *prompts]))
