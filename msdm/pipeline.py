@@ -29,10 +29,10 @@ from msdm.generators.samplers import make_sampler, sampler_name
 from msdm.generators.writer import images_to_uint8  # noqa: F401 - re-exported (its home is the writer)
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
-from msdm.pipeline_registration import register_with_diffusers
 from msdm.models.text_encoder import PromptEncoder
 from msdm.models.unet import MSDMUNet
 from msdm.models.vae import MSDMVAE
+from msdm.pipeline_registration import register_with_diffusers
 
 LOAD_HINT = ("from msdm.pipeline import MSDMPipeline; MSDMPipeline.from_pretrained(folder)  (or import msdm.pipeline "
              "before diffusers.DiffusionPipeline.from_pretrained(folder))")
@@ -353,6 +353,7 @@ class MSDMPipeline(DiffusionPipeline):
         import msdm.models.vae  # noqa: F401
         from msdm import progress
 
+        _check_local_folder(pretrained_model_name_or_path)
         path, lfo = resolve(pretrained_model_name_or_path, kwargs.pop("local_files_only", None), what="MSDM pipeline")
         # safetensors when the folder has them, else the .bin files a save_pretrained(safe_serialization=False)
         # writes — as diffusers' own loader does; .bin is read with torch.load(weights_only=True) (tensors only,
@@ -367,6 +368,22 @@ class MSDMPipeline(DiffusionPipeline):
         finally:
             if silence:
                 diffusers_logging.enable_progress_bar()
+
+
+def _check_local_folder(source) -> None:
+    """A local path that is a file, or a folder without ``model_index.json``, is one line naming the fix (diffusers
+    would say "neither a valid local path nor a valid repo id" with a traceback)."""
+    from pathlib import Path
+
+    from msdm.errors import InputError
+
+    p = Path(os.path.expanduser(str(source)))
+    if p.is_file():
+        raise InputError(f"{source} is a file, not an MSDM pipeline folder: give the folder msdm export or msdm "
+                         "quickstart wrote (it holds model_index.json)")
+    if p.is_dir() and not (p / "model_index.json").is_file():
+        raise InputError(f"{source} is a folder without model_index.json, not an MSDM pipeline folder: give the "
+                         "folder msdm export or msdm quickstart wrote (e.g. msdm_quickstart/pipeline)")
 
 
 def _interval(value) -> tuple[float, float] | None:

@@ -155,3 +155,16 @@ def test_generate_refuses_nonsense_arguments_where_parsed(option, value, words, 
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1, err
     assert f"argument {option}" in err and words in err and not out.exists()
+
+
+def test_generate_refuses_a_file_or_a_plain_folder_as_pipeline(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Generate an image containing a polyp.\n")
+    (tmp_path / "notes.txt").write_text("not a pipeline")
+    (tmp_path / "plain").mkdir()
+    for source, words in ((tmp_path / "notes.txt", "is a file"), (tmp_path / "plain", "without model_index.json")):
+        assert main(["generate", "--pipeline", str(source), "--prompts", str(prompts), "--out",
+                     str(tmp_path / "out")]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and words in err[0] and "msdm export" in err[0], err
+    assert not (tmp_path / "out").exists()
