@@ -34,11 +34,11 @@ from msdm.data.augment import Augment
 from msdm.data.captions import ImageRecord
 from msdm.data.dataset import ImageSource, ImageTextDataset, collate, default_verify, emptied_splits, verify_splits
 from msdm.data.epoch_sampler import EpochShuffleSampler
-from msdm.data.hf import load_hf, select_split
+from msdm.data.hf import describe_source, is_in_memory_dataset, load_hf, select_split
 from msdm.data.loader import ResumableDataLoader
 from msdm.data.paraphrase import ParaphraseStrategy, resolve_paraphrases
 from msdm.data.report import SkipReport, check_policy
-from msdm.data.sources import find_captions_file, records_from_hf, records_from_table
+from msdm.data.sources import find_captions_file, guess_hf_columns, records_from_hf, records_from_table
 from msdm.data.splits import hold_out_images
 from msdm.errors import PathNotFoundError
 
@@ -50,12 +50,14 @@ class ImageTextDataModule(LightningDataModule):
 
     Args:
         data: a folder (images + a captions table: ``captions.csv|jsonl|json``, ``metadata.jsonl|csv`` or
-            ``prompt-gt.csv``), a captions table file, a Hugging Face hub id, or a local copy of a HF dataset.
+            ``prompt-gt.csv``), a captions table file, a Hugging Face hub id, a local copy of a HF dataset, or a
+            ``datasets.Dataset`` / ``DatasetDict`` in memory (a notebook's; it is not stored in hparams).
         captions_file: the captions table inside ``data`` (default: found by name, see above).
         images_dir: folder the image column is relative to (default: the table's folder, or its ``images/``
             subfolder when the image names are there).
-        image_column / caption_column / id_column: column names (``None``: guessed for tables; ``image`` and
-            ``caption`` for HF datasets). ``id_column`` names a stable image id (default: file stem or content hash).
+        image_column / caption_column / id_column: column names (``None``: guessed, for tables and HF datasets
+            alike: the ``Image``-typed column or ``image``, ``file_name``, ...; ``caption``, ``text``, ``prompt``,
+            ...). ``id_column`` names a stable image id (default: file stem or content hash).
         captions_encoding: text encoding of the captions table (default UTF-8, with or without BOM; ``cp1252`` for
             many Excel exports).
         split / val_split / test_split: HF splits. Without ``val_split`` the validation set is a seeded,
@@ -120,7 +122,10 @@ class ImageTextDataModule(LightningDataModule):
         given = locals()
         self.cfg = ImageTextOptions(**{f.name: given[f.name] for f in dataclasses.fields(ImageTextOptions)})
         own = self._own_arguments()
-        self.save_hyperparameters(ignore=[k for k in vars(self.cfg) if k not in own])
+        in_memory = is_in_memory_dataset(data)  # a notebook's Dataset: used as it is, never pickled into hparams
+        self.save_hyperparameters(ignore=[k for k in vars(self.cfg) if k not in own or (k == "data" and in_memory)])
+        if in_memory:
+            self.hparams["data"] = describe_source(data)
         check_policy(on_bad_sample)
         self.strategy = ParaphraseStrategy.parse(paraphrase_strategy)  # validate early (CLI typos)
         self.augment = Augment(augment, hflip_p, vflip_p, random_crop, color_jitter)
@@ -148,7 +153,7 @@ class ImageTextDataModule(LightningDataModule):
     def _is_table_source(self) -> Path | None:
         """The captions table when ``data`` is a folder with one (or a table file), else ``None``."""
         h = self.cfg
-        if h.data is None:
+        if h.data is None or is_in_memory_dataset(h.data):
             return None
         p = Path(os.path.expanduser(h.data))
         if p.is_file() and p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
@@ -180,14 +185,16 @@ class ImageTextDataModule(LightningDataModule):
     def splits_from_hf(self, ds, report: SkipReport, captions: dict | None = None) -> Splits:
         """Records for ``split`` / ``val_split`` / ``test_split`` of a HF dataset (or DatasetDict)."""
         h = self.cfg
-        image_column, caption_column = h.image_column or "image", h.caption_column or "caption"
         out: Splits = {}
+        where = describe_source(h.data)
         for key, name in (("train", h.split), ("val", h.val_split), ("test", h.test_split)):
             if not name:
                 continue
-            d = select_split(ds, name, str(h.data), only_split_ok=key == "train")
+            d = select_split(ds, name, where, only_split_ok=key == "train")
+            image_column, caption_column = guess_hf_columns(d, h.image_column, h.caption_column, f"{where} [{name}]",
+                                                            need_caption=captions is None)
             recs = records_from_hf(d, report, image_column, caption_column, h.id_column, captions=captions,
-                                   where=f"{h.data} [{name}]")
+                                   where=f"{where} [{name}]")
             out[key] = (recs, ImageSource(d, image_column))
         return out
 
@@ -199,7 +206,8 @@ class ImageTextDataModule(LightningDataModule):
         # Populate the HF cache once per node when a hub id is used and the network allows it; offline this is the
         # same cache lookup setup() does, with the same clear error.
         h = self.cfg
-        if h.data and not Path(os.path.expanduser(h.data)).exists() and self._is_table_source() is None:
+        if h.data and not is_in_memory_dataset(h.data) and not Path(os.path.expanduser(h.data)).exists() \
+                and self._is_table_source() is None:
             load_hf(h.data)
 
     def setup(self, stage: str | None = None) -> None:
@@ -223,7 +231,8 @@ class ImageTextDataModule(LightningDataModule):
             rank_zero_warn(f"paraphrase_strategy={self.strategy} but no paraphrases= file: training uses the "
                            f"original prompts only")
         if not checked["train"]:
-            raise ValueError(f"{type(self).__name__}: no usable training images in {h.data}; {report.summary()}")
+            raise ValueError(f"{type(self).__name__}: no usable training images in {describe_source(h.data)}; "
+                             f"{report.summary()}")
         common = dict(size=h.resolution, channels=h.channels, aspect=h.aspect, interpolation=h.interpolation,
                       seed=h.seed, min_image_size=h.min_image_size, on_bad_sample=h.on_bad_sample)
         self.train_dataset = ImageTextDataset(checked["train"], train_src, strategy=self.strategy,

@@ -19,6 +19,7 @@ from lightning_modules.prediction import predict_step
 from lightning_modules.steps import ReseedAndAverage
 from lightning_modules.weights_info import remember_checkpoint, weights_revision
 from msdm.diffusion import REFERENCE_STEPS
+from msdm.models.loading import EMBEDDED_VAE, checkpoint_vae_source, embed_vae, load_vae
 from msdm.models.text_encoder import PAPER_TEXT_ENCODER
 from msdm.training.stage2 import CACHE_ON_MISS, Stage2  # noqa: F401 - CACHE_ON_MISS re-exported
 
@@ -162,11 +163,30 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # --------------------------------------------------------------- checkpoints: only what trains (+ EMA)
+    # --------------------------------------------------------------- checkpoints: what trains (+ EMA) and a VAE copy
     def on_save_checkpoint(self, checkpoint):
         checkpoint["state_dict"] = self.trainable_state(checkpoint["state_dict"])
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
+        # the VAE the U-Net was trained on travels with it: the checkpoint loads and exports from anywhere
+        checkpoint[EMBEDDED_VAE] = self._vae_copy()
+
+    def _vae_copy(self) -> dict:
+        vae = self._modules.get("vae")
+        if vae is not None:
+            return embed_vae(vae)
+        if getattr(self, "_vae_embedded", None) is None:  # training from a cache: the VAE is not loaded; once
+            self._vae_embedded = embed_vae(load_vae(self.hparams.vae))
+        return self._vae_embedded
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's, with the VAE taken from the checkpoint's own copy (``vae=PATH`` overrides it; an older
+        checkpoint without a copy needs its saved VAE path to exist:
+        :func:`msdm.models.loading.checkpoint_vae_source`)."""
+        if "vae" not in kwargs:
+            kwargs["vae"] = checkpoint_vae_source(checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_load_checkpoint(self, checkpoint):
         remember_checkpoint(self, checkpoint)  # generation_info() names the checkpoint's step, also without a Trainer

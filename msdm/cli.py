@@ -12,6 +12,10 @@ Two things every command shares, so no command implements them:
   status 2. ``--debug`` (or ``MSDM_DEBUG=1``) re-raises them with the full traceback. Anything else is a bug and
   keeps its traceback.
 * **Progress bars** (:mod:`msdm.progress`) on long work; ``--quiet`` turns them off.
+
+Bad options are refused while the command line is parsed (:mod:`msdm.validation`), also in one line: argparse's
+own ``error()`` would print the whole usage first (a dozen lines for ``msdm generate``). A full disk, a read-only
+or forbidden output folder are the user's to fix too (:func:`msdm.errors.environment_error`): one line, exit 2.
 """
 
 from __future__ import annotations
@@ -38,6 +42,13 @@ def _command_modules():
     return mods
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with an error in one line that names the command and where its options are listed."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+
 def _common_flags(parser: argparse.ArgumentParser, default) -> None:
     """``--quiet`` and ``--debug``, accepted before or after the command name (``default=SUPPRESS`` on the
     sub-parsers, so a flag given before the command is not reset by the sub-parser's default)."""
@@ -58,7 +69,7 @@ def _nested_common_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from msdm import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="msdm",
         description="Medical text-to-image diffusion. Lightning commands: "
         + ", ".join(LIGHTNING_SUBCOMMANDS)
@@ -66,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"msdm {__version__}")
     _common_flags(parser, default=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     _common_flags(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in LIGHTNING_SUBCOMMANDS:
@@ -96,7 +107,7 @@ def format_user_error(command: str | None, error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from msdm.errors import UserError, debug_requested
+    from msdm.errors import UserError, debug_requested, environment_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _cpu_thread_policy()
@@ -104,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(argv, state)
     except Exception as e:
-        user = _user_error(e, UserError)
+        user = _user_error(e, UserError) or environment_error(e)
         if user is None or state["debug"]:
             raise
         print(format_user_error(state["command"], user), file=sys.stderr)

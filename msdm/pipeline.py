@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from msdm.diffusion import REFERENCE_STEPS
 from msdm.generators.samplers import make_sampler, sampler_name
@@ -28,9 +30,17 @@ from msdm.generators.writer import images_to_uint8  # noqa: F401 - re-exported (
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
 from msdm.models.text_encoder import PromptEncoder
+from msdm.models.unet import MSDMUNet
+from msdm.models.vae import MSDMVAE
+from msdm.pipeline_registration import register_with_diffusers
 
 LOAD_HINT = ("from msdm.pipeline import MSDMPipeline; MSDMPipeline.from_pretrained(folder)  (or import msdm.pipeline "
              "before diffusers.DiffusionPipeline.from_pretrained(folder))")
+
+
+_MASK_NEEDED = ("{name}_embeds were given without {name}_attention_mask: MSDM's U-Net masks the padding tokens, "
+                "so embeddings without their mask give other images. Take both from pipe.encode_prompt(...) (or pass "
+                "a mask of ones if every token is real)")
 
 
 class MSDMPipeline(DiffusionPipeline):
@@ -44,7 +54,10 @@ class MSDMPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256,
+    # Typed: diffusers reads the component types from this signature (from_pipe keeps a model component only when
+    # its type is the one named here; untyped, from_pipe dropped unet and vae).
+    def __init__(self, vae: MSDMVAE | AutoencoderKL, unet: MSDMUNet, text_encoder: PreTrainedModel,
+                 tokenizer: PreTrainedTokenizerBase, scheduler: SchedulerMixin, resolution: int = 256,
                  text_chunking: str = "none", guidance_scale: float = 4.5,
                  guidance_interval: tuple[float, float] | list[float] | None = None):
         super().__init__()
@@ -58,6 +71,21 @@ class MSDMPipeline(DiffusionPipeline):
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # diffusers' VAE memory switches (as StableDiffusionPipeline has them): see MSDMVAE
+    def enable_vae_slicing(self) -> None:
+        """Decode (and encode) a batch one image at a time: less memory, the same images."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Decode in overlapping tiles (blended): large images in little memory, approximately the same images."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
 
     def set_sampler(self, name: str) -> MSDMPipeline:
         """Swap the sampler (a name of the registry :mod:`msdm.generators.samplers`: ``ddim``, ``dpm++``, ``dpm++sde``,
@@ -90,7 +118,8 @@ class MSDMPipeline(DiffusionPipeline):
 
         MSDM's U-Net attends to the token states with a padding mask (tokens after the prompt are masked out), so
         the masks belong to the embeddings: pass the ones returned here back to ``__call__`` with the embeddings to
-        get the images of the prompt path exactly. Embeddings given without a mask attend to every token.
+        get the images of the prompt path exactly. Embeddings without their mask are refused (as PixArt's and Sana's
+        pipelines do): attending to padding tokens silently gives other images.
         """
         device = self._execution_device
         if prompt_embeds is None:
@@ -99,7 +128,7 @@ class MSDMPipeline(DiffusionPipeline):
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             prompt_embeds, prompt_attention_mask = self.encode_prompts(prompts)
         elif prompt_attention_mask is None:
-            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=device)
+            raise ValueError(_MASK_NEEDED.format(name="prompt"))
         batch = prompt_embeds.shape[0]
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             neg = [""] * batch if negative_prompt is None else (
@@ -108,8 +137,7 @@ class MSDMPipeline(DiffusionPipeline):
                 raise ValueError(f"{len(neg)} negative prompts for {batch} prompts")
             negative_prompt_embeds, negative_prompt_attention_mask = self.encode_prompts(neg)
         elif negative_prompt_embeds is not None and negative_prompt_attention_mask is None:
-            negative_prompt_attention_mask = torch.ones(negative_prompt_embeds.shape[:2], dtype=torch.long,
-                                                        device=device)
+            raise ValueError(_MASK_NEEDED.format(name="negative_prompt"))
         if negative_prompt_embeds is not None and negative_prompt_embeds.shape != prompt_embeds.shape:
             raise ValueError(f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds "
                              f"{tuple(negative_prompt_embeds.shape)} must have the same shape")
@@ -325,8 +353,11 @@ class MSDMPipeline(DiffusionPipeline):
         import msdm.models.vae  # noqa: F401
         from msdm import progress
 
+        _check_local_folder(pretrained_model_name_or_path)
         path, lfo = resolve(pretrained_model_name_or_path, kwargs.pop("local_files_only", None), what="MSDM pipeline")
-        kwargs.setdefault("use_safetensors", True)  # never unpickle weights
+        # safetensors when the folder has them, else the .bin files a save_pretrained(safe_serialization=False)
+        # writes — as diffusers' own loader does; .bin is read with torch.load(weights_only=True) (tensors only,
+        # no arbitrary unpickling) by diffusers and transformers.
         # diffusers' "Loading pipeline components" bar follows msdm's progress setting (msdm --quiet)
         silence = not progress.is_enabled() and diffusers_logging.is_progress_bar_enabled()
         if silence:
@@ -339,6 +370,22 @@ class MSDMPipeline(DiffusionPipeline):
                 diffusers_logging.enable_progress_bar()
 
 
+def _check_local_folder(source) -> None:
+    """A local path that is a file, or a folder without ``model_index.json``, is one line naming the fix (diffusers
+    would say "neither a valid local path nor a valid repo id" with a traceback)."""
+    from pathlib import Path
+
+    from msdm.errors import InputError
+
+    p = Path(os.path.expanduser(str(source)))
+    if p.is_file():
+        raise InputError(f"{source} is a file, not an MSDM pipeline folder: give the folder msdm export or msdm "
+                         "quickstart wrote (it holds model_index.json)")
+    if p.is_dir() and not (p / "model_index.json").is_file():
+        raise InputError(f"{source} is a folder without model_index.json, not an MSDM pipeline folder: give the "
+                         "folder msdm export or msdm quickstart wrote (e.g. msdm_quickstart/pipeline)")
+
+
 def _interval(value) -> tuple[float, float] | None:
     """``(lo, hi)`` of a guidance interval in training timesteps, or None; a clear error for anything else."""
     if value is None:
@@ -349,23 +396,8 @@ def _interval(value) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _register_with_diffusers() -> None:
-    """Make ``diffusers.MSDMPipeline`` resolve, so ``DiffusionPipeline.from_pretrained(folder)`` loads an exported
-    folder once msdm's pipeline is imported (diffusers looks the ``_class_name`` of ``model_index.json`` up in its
-    own namespace, and loads the components only from modules already imported). Nothing of diffusers is
-    replaced; the name is added only if it is free."""
-    import diffusers
-
-    import msdm.models.unet  # noqa: F401 - the component classes model_index.json names
-    import msdm.models.vae  # noqa: F401
-
-    if getattr(diffusers, "_objects", None) is not None:  # diffusers' lazy module: looked up before the import map
-        diffusers._objects.setdefault(MSDMPipeline.__name__, MSDMPipeline)
-    if MSDMPipeline.__name__ not in vars(diffusers):
-        setattr(diffusers, MSDMPipeline.__name__, MSDMPipeline)
-
-
-_register_with_diffusers()
+# diffusers finds MSDMPipeline by name (DiffusionPipeline / AutoPipelineForText2Image.from_pretrained of a folder)
+register_with_diffusers(MSDMPipeline)
 
 
 def load_generator(pipeline: str, sampler: str | None = None, steps: int | None = None,

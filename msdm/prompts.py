@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from msdm.errors import InputError, PathNotFoundError
@@ -13,52 +14,107 @@ from msdm.errors import InputError, PathNotFoundError
 
 def flatten_challenge_prompts(obj: dict) -> list[str]:
     """``{qa_key: {pair_key: [prompt_A, prompt_B]}}`` → ``[A1, B1, A2, B2, ...]`` in file order (the challenge
-    script's flattening; prompt index ``i`` is 1-based in file names)."""
+    script's flattening; prompt index ``i`` is 1-based in file names). Also ``{qa_key: [prompts]}`` and
+    ``{"1": prompt, ...}`` (a generated folder's ``prompts.json``). Anything that is not a prompt — a number, a
+    ``null``, deeper nesting — is refused (:class:`~msdm.errors.InputError`), never turned into a prompt."""
     out: list[str] = []
-    for group in obj.values():
+    for key, group in obj.items():
         if isinstance(group, dict):
-            for pair in group.values():
-                out.extend(pair if isinstance(pair, list) else [pair])
+            for pair_key, pair in group.items():
+                out.extend(_strings(pair if isinstance(pair, list) else [pair], f"{key}.{pair_key}"))
         elif isinstance(group, list):
-            out.extend(group)
+            out.extend(_strings(group, str(key)))
         else:
-            out.append(str(group))
+            out.extend(_strings([group], str(key)))
     return out
 
 
-def read_prompts(path: str | os.PathLike) -> list[str]:
-    """Prompts from ``.txt`` (one per line, blank lines and ``#`` comments skipped), ``.json`` (a list, or the
-    challenge's nested pairs), ``.csv`` (column ``prompt`` or ``Prompt``, else the first column)."""
+def _strings(values: list, where: str) -> list[str]:
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            at = where if len(values) == 1 else f"{where}[{i}]"
+            raise InputError(f"JSON value at {at!r} is {json.dumps(v)}, not a prompt: a prompt file holds strings "
+                             '(a list, {"1": "prompt", ...} or the challenge\'s {qa: {pair: [A, B]}})')
+    return list(values)
+
+
+@dataclass
+class PromptFile:
+    """A prompt file as read: the prompts (numbered 1.. in this order) and the lines that are not prompts."""
+
+    path: Path
+    prompts: list[str]
+    skipped_lines: list[int] = field(default_factory=list)  # 1-based line numbers of blank / ``#`` lines (.txt)
+
+    def numbering_note(self) -> str:
+        """One line saying how prompts are numbered when that differs from line numbers ("" otherwise)."""
+        if not self.skipped_lines:
+            return ""
+        shown = ", ".join(map(str, self.skipped_lines[:6])) + (" ..." if len(self.skipped_lines) > 6 else "")
+        return (f"{self.path.name}: {len(self.skipped_lines)} blank or # line(s) skipped (line {shown}): prompts are "
+                "numbered 1.. in order of the remaining lines, not by line number (prompts.json in the output "
+                "lists each number's prompt)")
+
+
+def read_prompt_file(path: str | os.PathLike) -> PromptFile:
+    """Read a prompt file (see :func:`read_prompts`) and say which lines were not prompts."""
     p = Path(path)
+    if p.is_dir():
+        hint = f" (a generated folder's prompts are in {p / 'prompts.json'})" if (p / "prompts.json").is_file() else ""
+        raise InputError(f"prompt file {p} is a folder: give a .txt (one prompt per line), .json or .csv file{hint}")
     if not p.is_file():
-        raise PathNotFoundError(f"prompt file {p} does not exist", p)
+        raise PathNotFoundError(f"prompt file {p} does not exist ({p.absolute()})", p)
     try:
         return _read_prompts(p)
     except UnicodeDecodeError as e:
         raise InputError(f"{p} is not UTF-8 text (byte {e.start}: {e.reason}); re-save it as UTF-8") from e
     except json.JSONDecodeError as e:
         raise InputError(f"{p}: not valid JSON ({e})") from e
+    except InputError as e:
+        raise InputError(f"{p}: {e}") from None
 
 
-def _read_prompts(p: Path) -> list[str]:
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """Prompts from ``.txt`` (one per line; blank lines and ``#`` comments are not prompts, so prompt ``k`` is the
+    ``k``-th prompt line — :func:`read_prompt_file` reports which lines were skipped), ``.json`` (a list of strings,
+    ``{"1": prompt, ...}``, or the challenge's nested pairs), ``.csv`` (column ``prompt`` / ``Prompt`` / ``caption``,
+    else the first column). A UTF-8 byte-order mark (Windows editors write one) is not part of the first prompt."""
+    return read_prompt_file(path).prompts
+
+
+def _read_prompts(p: Path) -> PromptFile:
+    skipped: list[int] = []
     if p.suffix.lower() == ".json":
-        obj = json.loads(p.read_text(encoding="utf-8"))
-        prompts = [str(x) for x in obj] if isinstance(obj, list) else flatten_challenge_prompts(obj)
+        obj = json.loads(p.read_text(encoding="utf-8-sig"))
+        if isinstance(obj, list):
+            prompts = _strings(obj, "the list")
+        elif isinstance(obj, dict):
+            prompts = flatten_challenge_prompts(obj)
+        else:
+            raise InputError(f"the JSON is {json.dumps(obj)[:40]}, not a list or object of prompts")
     elif p.suffix.lower() == ".csv":
-        with p.open(newline="", encoding="utf-8") as f:
+        with p.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
         if not rows:
             prompts = []
         else:
             key = next((k for k in ("prompt", "Prompt", "caption", "Caption") if k in rows[0]), list(rows[0])[0])
-            prompts = [r[key] for r in rows]
+            prompts = [r[key] or "" for r in rows]
     else:
-        prompts = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-        prompts = [ln for ln in prompts if ln and not ln.startswith("#")]
+        prompts = []
+        for i, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                prompts.append(line)
+            else:
+                skipped.append(i)
     prompts = [s.strip() for s in prompts]
-    if not prompts or any(not s for s in prompts):
-        raise InputError(f"{p}: empty prompt list or empty prompt (line {[i + 1 for i, s in enumerate(prompts) if not s][:5]})")
-    return prompts
+    if not prompts:
+        raise InputError("no prompts in it (one prompt per line in a .txt; a list of strings in a .json)")
+    empty = [i + 1 for i, s in enumerate(prompts) if not s]
+    if empty:
+        raise InputError(f"empty prompt(s) at position {empty[:5]}: remove them or write the prompt")
+    return PromptFile(p, prompts, skipped)
 
 
 def declares_pairs(path: str | os.PathLike) -> bool:
@@ -68,7 +124,7 @@ def declares_pairs(path: str | os.PathLike) -> bool:
     if p.suffix.lower() != ".json" or not p.is_file():
         return False
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
+        obj = json.loads(p.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
     groups = list(obj.values()) if isinstance(obj, dict) else []

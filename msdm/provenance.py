@@ -17,7 +17,10 @@ No timestamp goes into the image: the same seed gives byte-identical files, so a
 
 Each output folder holds ``provenance.json``: the SHA-256 and size of every file in it (written atomically). The
 check (:func:`verify`, ``msdm provenance FILE_OR_DIR``) reports a modified file (hash or pixels differ), a missing
-file (listed, absent) and an extra file (present, not listed), and a PNG without a record.
+file (listed, absent) and an extra file (present, not listed), and a PNG without a record — and, for a generated
+folder, whether it is **complete** (every image its settings call for, and the writer's completion marker) and
+**unmixed** (every image made with the folder's settings, its own prompt and its own seed): a folder two runs
+wrote into, or one a killed run left half-written, is not OK (:func:`folder_status`).
 
 This is an integrity check, not a signature: anyone who can rewrite an image can rewrite its record and the
 manifest. Keep a copy of the manifest elsewhere (or sign it) when tampering, not accident, is the threat.
@@ -263,8 +266,8 @@ def update_manifest(folder: str | os.PathLike, entries: dict[str, dict], generat
 
 @dataclass
 class Finding:
-    """One problem: ``kind`` is ``modified``, ``pixels-modified``, ``missing``, ``extra``, ``no-record`` or
-    ``no-manifest``."""
+    """One problem: ``kind`` is ``modified``, ``pixels-modified``, ``missing``, ``extra``, ``no-record``,
+    ``no-manifest``, ``incomplete`` or ``mixed``."""
 
     path: str
     kind: str
@@ -283,6 +286,91 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.findings
+
+
+# Settings every image of one generated folder shares (the manifest's "generation" and each image's record).
+SHARED_SETTINGS = ("model", "revision", "sampler", "steps", "guidance_scale", "eta", "dtype", "resolution",
+                   "seed_rule")
+
+
+@dataclass
+class FolderStatus:
+    """What a generated folder is: ``complete`` (None: cannot tell — no settings to count against), the images its
+    settings call for and those present, the names of images made otherwise (``mixed``), and why in words."""
+
+    complete: bool | None
+    expected: int | None
+    present: int
+    mixed: dict[str, str] = field(default_factory=dict)  # image name -> how it differs
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.complete is not False and not self.mixed
+
+
+def _challenge_index(name: str) -> tuple[int, int] | None:
+    import re
+
+    m = re.match(r"^prompt(\d+)_img(\d+)\.png$", name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def folder_status(folder: str | os.PathLike, records: dict[str, dict] | None = None) -> FolderStatus:
+    """Completeness and consistency of a generated folder in the challenge layout (see the module docstring).
+
+    Complete: the writer's completion marker (``.msdm-output.json``, :mod:`msdm.io`) says so, and every
+    ``prompt{p}_img{i}.png`` of the manifest's ``num_prompts`` × ``num_images_per_prompt`` is there. Mixed: an
+    image whose record disagrees with the manifest's settings (:data:`SHARED_SETTINGS`), with ``prompts.json``
+    (its prompt) or with the seed rule (seed + k). ``records``: already read PNG records (else read here)."""
+    from msdm.io import read_output_marker
+
+    folder = Path(folder)
+    man = read_manifest(folder) or {}
+    marker = read_output_marker(folder)
+    # the folder's settings: the manifest's (written at the end), else the marker's (written when the run began)
+    gen = man.get("generation") or (marker or {}).get("generation") or {}
+    pngs = sorted(p.name for p in folder.iterdir() if p.is_file() and _challenge_index(p.name))
+    status = FolderStatus(complete=None, expected=None, present=len(pngs))
+    if marker is not None and marker.get("complete") is False:
+        status.complete = False
+        status.notes.append(f"{marker.get('written_by', 'msdm')} has not finished writing it (or was stopped): "
+                            "rerun the same command to complete it")
+    n_prompts, n_images = gen.get("num_prompts"), gen.get("num_images_per_prompt")
+    if isinstance(n_prompts, int) and isinstance(n_images, int):
+        status.expected = n_prompts * n_images
+        missing = status.expected - sum(1 for n in pngs if (ix := _challenge_index(n)) and ix[0] <= n_prompts
+                                        and ix[1] <= n_images)
+        if missing > 0:
+            status.complete = False
+            status.notes.append(f"{status.expected - missing} of {status.expected} images present")
+        elif status.complete is None:
+            status.complete = True
+    prompts = {}
+    try:
+        prompts = json.loads((folder / "prompts.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    seed0 = gen.get("seed")
+    for name in pngs:
+        rec = (records or {}).get(name) or read_record(folder / name)
+        if rec is None:
+            continue
+        diffs = [f"{k} {rec[k]!r} (folder: {gen[k]!r})" for k in SHARED_SETTINGS
+                 if k in rec and k in gen and rec[k] != gen[k]]
+        p, i = _challenge_index(name)
+        if str(p) in prompts and rec.get("prompt") is not None and rec["prompt"] != prompts[str(p)]:
+            diffs.append(f"prompt {rec['prompt']!r} (prompts.json: {prompts[str(p)]!r})")
+        if isinstance(seed0, int) and isinstance(n_images, int) and isinstance(rec.get("seed"), int) \
+                and "seed + k" in str(gen.get("seed_rule", "")):
+            want = seed0 + (p - 1) * n_images + (i - 1)
+            if rec["seed"] != want:
+                diffs.append(f"seed {rec['seed']} (the folder's rule gives {want})")
+        if diffs:
+            status.mixed[name] = "; ".join(diffs)
+    if status.mixed:
+        status.notes.append(f"{len(status.mixed)} image(s) made with other settings than the folder's")
+    return status
 
 
 def _check_png(path: Path, rep: Report, name: str) -> None:
@@ -337,4 +425,10 @@ def verify(path: str | os.PathLike) -> Report:
             rep.findings.append(Finding(name, "modified", "SHA-256 differs from the manifest"))
         if p.suffix.lower() == ".png":
             _check_png(p, rep, name)
+    status = folder_status(path, rep.records)
+    if status.complete is False:
+        rep.findings.append(Finding(str(path), "incomplete", "; ".join(n for n in status.notes if "other settings"
+                                                                        not in n)))
+    for name, how in sorted(status.mixed.items()):
+        rep.findings.append(Finding(name, "mixed", how))
     return rep

@@ -1,4 +1,4 @@
-"""The rating page in a real headless Chromium: rate one prompt with the keyboard, find it in SQLite, resume after
+"""The rating page in a real headless Chromium: sign in through a rater's link, rate one prompt with the keyboard, find it in SQLite, resume after
 a server restart, and lose nothing given while the server was down (not even with the tab closed).
 
 Needs Debian's ``chromium`` and the ``playwright`` package (no browser download: ``executable_path``). With
@@ -81,10 +81,11 @@ def test_rate_one_prompt_resume_and_offline_answers(browser, study_dir, tmp_path
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    token = srv.store.issue_link("rater01")
     try:
-        page.goto(srv.url)
-        page.fill("#rater-input", "rater01")
-        page.keyboard.press("Enter")
+        page.goto(srv.url)  # without the rater's link: only the request for it
+        page.wait_for_selector("#login:not([hidden])")
+        page.goto(srv.link(token))
         page.wait_for_selector("#rate:not([hidden])")
         assert page.inner_text("#where").startswith("Prompt 1 of 4")
         study = load_study(study_dir)
@@ -158,9 +159,7 @@ def test_rate_one_prompt_resume_and_offline_answers(browser, study_dir, tmp_path
     fresh = browser.new_context(viewport={"width": 1200, "height": 900})
     page = fresh.new_page()
     try:
-        page.goto(srv.url)
-        page.fill("#rater-input", "rater01")
-        page.keyboard.press("Enter")
+        page.goto(srv.link(token))
         page.wait_for_selector("#rate:not([hidden])")
         assert page.inner_text("#where").startswith("Prompt 2 of 4")
         assert page.is_checked("#rate fieldset.choice:first-of-type input[value='5']")
@@ -182,7 +181,7 @@ def test_rate_one_prompt_resume_and_offline_answers(browser, study_dir, tmp_path
         srv = StudyServer(study_dir, port=port, db_path=db)
         srv.start_in_thread()
         page = fresh.new_page()
-        page.goto(srv.url)  # the rater id is remembered by this browser: straight back in
+        page.goto(srv.url)  # the link's cookie is remembered by this browser: straight back in
         expect(page.locator("#save-state")).to_contain_text("all answers saved")
         assert _rows(db, "rater01", 1) == {("A", "clinical_realism"): 5, ("A", "prompt_faithfulness"): 8}
 

@@ -122,13 +122,16 @@ def test_report_command_without_metrics_and_errors(planted, tmp_path, capsys):
     assert res["metrics"] is None and not (out / "ranks_vs_metrics.png").exists()
     assert "Not computed" in (out / "summary.md").read_text()
     assert main(["annotate", "report", str(planted["dir"]), "--extractor", "none", "--db",
-                 str(tmp_path / "none.sqlite")]) == 2
+                 str(tmp_path / "none.sqlite"), "--overwrite"]) == 2
     assert "no ratings" in capsys.readouterr().err
     # a key that is not this study's never unblinds anything
     other = build_study(tmp_path / "other", {m: planted["root"] / "inputs" / m for m in ("sharp", "blurry", "noisy")},
                         planted["root"] / "inputs" / "real", paired=True, num_prompts=2, seed=9)
     assert main(["annotate", "report", str(planted["dir"]), "--extractor", "none", "--key",
-                 str(other / KEY_FILE)]) == 2
+                 str(other / KEY_FILE), "--overwrite"]) == 2
+    # an earlier report is replaced only on request
+    assert main(["annotate", "report", str(planted["dir"]), "--extractor", "none", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_exclude_rater_leaves_their_answers_out(planted, tmp_path, capsys):
@@ -159,7 +162,7 @@ def test_exclude_rater_leaves_their_answers_out(planted, tmp_path, capsys):
                  str(out), "--exclude-rater", "tester", "--quiet"]) == 0
     assert "excluded: tester" in (out / "summary.md").read_text()
     assert main(["annotate", "report", str(planted["dir"]), "--db", str(copy), "--extractor", "none", "--out",
-                 str(out), "--exclude-rater", "testr"]) == 2
+                 str(out), "--exclude-rater", "testr", "--overwrite"]) == 2
     assert "no such rater" in capsys.readouterr().err
 
 

@@ -1,9 +1,12 @@
 """``msdm annotate serve`` over real HTTP: only study images are served (key, database, traversal refused),
-answers are validated and committed to SQLite at once, a restarted server resumes a rater."""
+answers are validated and committed to SQLite at once, a restarted server resumes a rater, each rater reaches
+only their own answers through their secret link, and the database is readable by its owner only."""
 
 import http.client
 import json
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -33,10 +36,26 @@ def server(study_dir, tmp_path):
     srv.server_close()
 
 
-def request(srv, method, path, body=None, headers=None):
-    """A raw request: http.client sends the path exactly as given (no normalisation of ``..`` or escapes)."""
+def sign_in(srv, rater, reissue=False) -> dict:
+    """Give ``rater`` a link, open it as a browser would, and return the cookie header the server set."""
+    token = srv.store.issue_link(rater, reissue=reissue)
+    status, _, headers = request(srv, "GET", f"/r/{token}", auth=False)
+    assert status == 303 and headers["Location"] == "/"
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    return {"Cookie": cookie.split(";")[0]}
+
+
+def request(srv, method, path, body=None, headers=None, auth=True):
+    """A raw request: http.client sends the path exactly as given (no normalisation of ``..`` or escapes).
+    ``auth``: send the cookie of the default rater ``dr.who`` (signed in on first use)."""
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     hdrs = dict(headers or {})
+    if auth and "Cookie" not in hdrs:
+        if not hasattr(srv, "test_cookie"):
+            srv.test_cookie = {}
+            srv.test_cookie = sign_in(srv, "dr.who", reissue=True)
+        hdrs.update(srv.test_cookie)
     data = None
     if body is not None:
         data = json.dumps(body).encode() if not isinstance(body, bytes) else body
@@ -86,12 +105,11 @@ def test_serves_the_page_and_only_listed_images(server, study_dir):
 def test_host_header_and_content_type_are_checked(server):
     assert request(server, "GET", "/api/study", headers={"Host": "evil.example:80"})[0] == 421  # DNS rebinding
     assert request(server, "GET", "/api/study", headers={"Host": f"localhost:{server.port}"})[0] == 200
-    status, _, _ = request(server, "POST", "/api/rater", body=b'{"rater": "x"}', headers={"Content-Type": "text/plain"})
+    status, _, _ = request(server, "POST", "/api/answer", body=b'{"prompt": 0}', headers={"Content-Type": "text/plain"})
     assert status == 415  # a cross-site form post cannot write ratings
 
 
 def test_answers_are_validated_and_committed(server, tmp_path):
-    assert request(server, "POST", "/api/rater", {"rater": "dr.who"})[0] == 200
     ok = {"rater": "dr.who", "prompt": 0, "item": "A", "aspect": "clinical_realism", "value": 7}
     status, body, _ = request(server, "POST", "/api/answer", ok)
     assert status == 200 and json.loads(body)["saved"] is True
@@ -101,55 +119,134 @@ def test_answers_are_validated_and_committed(server, tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     for bad in ({"value": 11}, {"value": -1}, {"value": 7.5}, {"value": True}, {"item": "real"}, {"item": "D"},
                 {"prompt": 4}, {"prompt": -1}, {"aspect": "beauty"}, {"aspect": "rank", "value": 5},
-                {"aspect": "global_rank", "value": 1}, {"rater": "../x"}, {"rater": ""}):
+                {"aspect": "global_rank", "value": 1}):
         status, body, _ = request(server, "POST", "/api/answer", {**ok, **bad})
         assert status == 400, bad
+    for other in ("../x", "", "r2"):  # the rater is the link's, whatever the body says
+        assert request(server, "POST", "/api/answer", {**ok, "rater": other})[0] == 403
     assert request(server, "POST", "/api/answer", {**ok, "item": "real", "aspect": "rank", "value": 4})[0] == 200
     assert request(server, "POST", "/api/answer", {**ok, "prompt": -1, "aspect": "global_rank", "value": 3})[0] == 200
     assert request(server, "POST", "/api/answer", b"[1, 2]")[0] == 400
     assert request(server, "POST", "/api/answer", b"not json")[0] == 400
     assert request(server, "POST", "/api/comment", {"rater": "dr.who", "prompt": 0, "text": "A looks odd"})[0] == 200
-    status, body, _ = request(server, "GET", "/api/rater/dr.who")
+    status, body, _ = request(server, "GET", "/api/me")
     state = json.loads(body)
+    assert state["rater"] == "dr.who"
     assert {(a["item"], a["aspect"], a["value"]) for a in state["answers"]} == {
         ("A", "clinical_realism", 7), ("real", "rank", 4), ("A", "global_rank", 3)}
     assert state["comments"] == {"0": "A looks odd"} and state["progress"]["next"] == 0
 
 
-def _rate_prompt(srv, rater, k, letters=("A", "B", "C")):
+def _rate_prompt(srv, cookie, k, letters=("A", "B", "C")):
     for letter in letters:
         for a in ASPECT_IDS:
-            assert request(srv, "POST", "/api/answer", {"rater": rater, "prompt": k, "item": letter, "aspect": a,
-                                                        "value": 5})[0] == 200
+            assert request(srv, "POST", "/api/answer", {"prompt": k, "item": letter, "aspect": a, "value": 5},
+                           headers=cookie)[0] == 200
     for rank, item in enumerate(["real", *letters], start=1):
-        request(srv, "POST", "/api/answer", {"rater": rater, "prompt": k, "item": item, "aspect": "rank", "value": rank})
+        request(srv, "POST", "/api/answer", {"prompt": k, "item": item, "aspect": "rank", "value": rank},
+                headers=cookie)
 
 
 def test_progress_and_resume_after_restart(study_dir, tmp_path):
     db = tmp_path / "ratings.sqlite"
     srv = StudyServer(study_dir, port=0, db_path=db)
     srv.start_in_thread()
-    _rate_prompt(srv, "r1", 0)
+    r1 = sign_in(srv, "r1")
+    _rate_prompt(srv, r1, 0)
     # a duplicate rank leaves the prompt incomplete
-    _rate_prompt(srv, "r1", 1)
-    request(srv, "POST", "/api/answer", {"rater": "r1", "prompt": 1, "item": "A", "aspect": "rank", "value": 1})
+    _rate_prompt(srv, r1, 1)
+    request(srv, "POST", "/api/answer", {"prompt": 1, "item": "A", "aspect": "rank", "value": 1}, headers=r1)
     srv.shutdown()
     srv.server_close()
 
     srv = StudyServer(study_dir, port=0, db_path=db)  # a new process would see the same file
     srv.start_in_thread()
-    try:
-        state = json.loads(request(srv, "GET", "/api/rater/r1")[1])
+    try:  # the cookie (the link) still works after the restart
+        state = json.loads(request(srv, "GET", "/api/me", headers=r1)[1])
         assert state["progress"]["complete"] == [0] and state["progress"]["next"] == 1
-        _rate_prompt(srv, "r1", 1)
+        _rate_prompt(srv, r1, 1)
         for k in (2, 3):
-            _rate_prompt(srv, "r1", k)
-        assert json.loads(request(srv, "GET", "/api/rater/r1")[1])["progress"]["next"] == "global"
+            _rate_prompt(srv, r1, k)
+        assert json.loads(request(srv, "GET", "/api/me", headers=r1)[1])["progress"]["next"] == "global"
         for rank, letter in enumerate(["C", "A", "B"], start=1):
-            request(srv, "POST", "/api/answer", {"rater": "r1", "prompt": -1, "item": letter, "aspect": "global_rank",
-                                                 "value": rank})
-        assert json.loads(request(srv, "GET", "/api/rater/r1")[1])["progress"]["next"] == "done"
-        assert json.loads(request(srv, "GET", "/api/rater/r2")[1])["progress"]["next"] == 0
+            request(srv, "POST", "/api/answer", {"prompt": -1, "item": letter, "aspect": "global_rank", "value": rank},
+                    headers=r1)
+        assert json.loads(request(srv, "GET", "/api/me", headers=r1)[1])["progress"]["next"] == "done"
+        assert json.loads(request(srv, "GET", "/api/me", headers=sign_in(srv, "r2"))[1])["progress"]["next"] == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_each_rater_reaches_only_their_own_answers(server, study_dir):
+    alice, bob = sign_in(server, "alice"), sign_in(server, "bob")
+    answer = {"prompt": 0, "item": "A", "aspect": "clinical_realism", "value": 9}
+    assert request(server, "POST", "/api/answer", answer, headers=alice)[0] == 200
+    assert request(server, "POST", "/api/comment", {"prompt": 0, "text": "alice's note"}, headers=alice)[0] == 200
+    # bob sees only his own (empty) state, and cannot write as alice, neither by naming her nor by old routes
+    state = json.loads(request(server, "GET", "/api/me", headers=bob)[1])
+    assert state["rater"] == "bob" and state["answers"] == [] and state["comments"] == {}
+    assert request(server, "POST", "/api/answer", {**answer, "rater": "alice", "value": 0}, headers=bob)[0] == 403
+    assert request(server, "POST", "/api/comment", {"rater": "alice", "prompt": 0, "text": "x"}, headers=bob)[0] == 403
+    assert request(server, "GET", "/api/rater/alice", headers=bob)[0] == 404
+    assert request(server, "POST", "/api/rater", {"rater": "alice"}, headers=bob)[0] == 404
+    mine = json.loads(request(server, "GET", "/api/me", headers=alice)[1])
+    assert [a["value"] for a in mine["answers"]] == [9] and mine["comments"] == {"0": "alice's note"}
+    # without a link nothing of the study is served, and nothing is accepted
+    rel = json.loads(request(server, "GET", "/api/study", headers=alice)[1])["prompts"][0]["sets"]["A"][0]
+    for path in ("/api/study", "/api/me", "/" + rel):
+        assert request(server, "GET", path, auth=False)[0] == 401
+    assert request(server, "POST", "/api/answer", {**answer, "rater": "alice"}, auth=False)[0] == 401
+    forged = {"Cookie": f"{server.cookie_name}={'x' * 43}"}
+    assert request(server, "GET", "/api/me", headers=forged)[0] == 401
+    assert request(server, "GET", "/r/" + "x" * 43, auth=False)[0] == 403
+    assert request(server, "GET", "/", auth=False)[0] == 200  # the page itself (it asks for the link)
+    # a reissued link revokes the old one
+    new_alice = sign_in(server, "alice", reissue=True)
+    assert request(server, "GET", "/api/me", headers=alice)[0] == 401
+    assert json.loads(request(server, "GET", "/api/me", headers=new_alice)[1])["answers"][0]["value"] == 9
+    with pytest.raises(AnswerError, match="already has a link"):
+        server.store.issue_link("bob")
+    # only hashes are stored: the database does not give a link away
+    with sqlite3.connect(server.store.path) as db:
+        stored = [r[0] for r in db.execute("SELECT token_sha256 FROM tokens")]
+    assert all(len(h) == 64 for h in stored) and new_alice["Cookie"].split("=", 1)[1] not in stored
+
+
+def test_ratings_database_is_private(server):
+    request(server, "POST", "/api/answer", {"prompt": 0, "item": "A", "aspect": "clinical_realism", "value": 1})
+    path = server.store.path
+    db = server.store._connect()  # while a connection is open, SQLite's -wal and -shm files exist beside it
+    try:
+        db.execute("SELECT count(*) FROM answers").fetchall()
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            assert p.exists() and stat.S_IMODE(os.stat(p).st_mode) == 0o600, p
+    finally:
+        db.close()
+    os.chmod(path, 0o644)  # a database from an older msdm is tightened when opened
+    RatingStore(path, server.study)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_raters_command_prints_links_that_sign_in(study_dir, tmp_path):
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(study_dir, study)
+    out = subprocess.run([sys.executable, "-m", "msdm", "annotate", "raters", str(study), "alice", "bob",
+                          "--url", "http://127.0.0.1:9/"], capture_output=True, text=True, check=True).stdout
+    links = dict(line.split("\t") for line in out.splitlines() if "\t" in line)
+    assert set(links) == {"alice", "bob"} and links["alice"] != links["bob"]
+    again = subprocess.run([sys.executable, "-m", "msdm", "annotate", "raters", str(study), "alice"],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "--reissue" in again.stderr and "Traceback" not in again.stderr
+    srv = StudyServer(study, port=0)
+    srv.start_in_thread()
+    try:
+        token = links["alice"].rsplit("/r/", 1)[1]
+        status, _, headers = request(srv, "GET", f"/r/{token}", auth=False)
+        cookie = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+        assert json.loads(request(srv, "GET", "/api/me", headers=cookie)[1])["rater"] == "alice"
     finally:
         srv.shutdown()
         srv.server_close()
@@ -174,12 +271,12 @@ def test_serve_command_binds_loopback(study_dir, tmp_path):
         deadline = time.time() + 120
         while time.time() < deadline and url is None:
             line = proc.stdout.readline()
-            if "open http://" in line:
-                url = line.split("open ", 1)[1].split()[0]
+            if "http://" in line:
+                url = "http://" + line.split("http://", 1)[1].split()[0]
         assert url and url.startswith("http://127.0.0.1:")
         host, port = url[len("http://"):].rstrip("/").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        conn.request("GET", "/api/study")
+        conn.request("GET", "/")
         assert conn.getresponse().status == 200
         assert (study / RATINGS_FILE).exists()
     finally:

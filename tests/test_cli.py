@@ -91,8 +91,12 @@ def test_fit_vae_through_the_cli_with_the_default_config(tmp_path, monkeypatch):
 
 
 def test_fit_unet_through_the_cli(unet_ckpt, tiny_text_encoder, tmp_path, monkeypatch):
+    import math
+
+    from lightning_modules.cli import run_lightning_cli
+
     monkeypatch.chdir(tmp_path)
-    main(["fit", "-c", str(ROOT / "configs/quickstart_unet.yaml"), "--trainer.fast_dev_run=true",
+    cli = run_lightning_cli(["fit", "-c", str(ROOT / "configs/quickstart_unet.yaml"), "--trainer.fast_dev_run=true",
           "--trainer.accelerator=cpu", "--model.init_args.preset=tiny", f"--model.init_args.vae={unet_ckpt / 'vae.ckpt'}",
           f"--model.init_args.text_encoder={tiny_text_encoder}", "--model.init_args.max_length=16",
           "--model.init_args.image_size=32", "--model.init_args.num_inference_steps=2",
@@ -100,3 +104,5 @@ def test_fit_unet_through_the_cli(unet_ckpt, tiny_text_encoder, tmp_path, monkey
           "--data.init_args.num_val=4"])
     grids = list(tmp_path.glob("runs/**/samples/*.png"))
     assert grids, "the SampleGrid callback wrote no grid"
+    # the shipped U-Net configs log FID of generated images against the held-out ones (offline Inception)
+    assert math.isfinite(float(cli.trainer.callback_metrics["val/fid"]))

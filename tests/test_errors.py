@@ -130,6 +130,21 @@ def test_evaluate_fid_only_runs_without_biomedclip_or_mapping(eval_inputs, capsy
     assert rc == 0 and "inception features (generated)" in err and "inception features (real)" in err
 
 
+def test_evaluate_fid_only_takes_any_folder_of_images(eval_inputs, tmp_path, capsys):
+    """Two plain folders (no challenge names, other formats): the same FID as the same pixels in the layout."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for k, f in enumerate(sorted(eval_inputs["gen"].glob("*.png"))):
+        Image.open(f).save(plain / (f"frame {k}.png" if k % 2 else f"img_{k}.bmp"))  # lossless: the same pixels
+    rc, out, err = run(capsys, "evaluate", str(eval_inputs["gen"]), *eval_inputs["args"], "--quiet")
+    assert rc == 0, err
+    want = json.loads((tmp_path / "m.json").read_text())["scores"]["FID"]
+    rc, out, err = run(capsys, "evaluate", str(plain), *eval_inputs["args"], "--quiet")
+    assert rc == 0 and "a plain folder" in out, err
+    res = json.loads((tmp_path / "m.json").read_text())
+    assert res["num_images"] == 4 and res["scores"]["FID"] == pytest.approx(want, rel=1e-6)
+
+
 def test_evaluate_input_errors_are_one_line(eval_inputs, tmp_path, capsys):
     gen = eval_inputs["gen"]
     bad = gen / "prompt0002_img0002.png"

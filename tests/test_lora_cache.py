@@ -51,7 +51,8 @@ def test_disk_shards_reload_without_recomputing_and_fingerprints_separate(tmp_pa
     c0.get_or_compute(ids, texts, _compute(texts, []))
     c0.flush()
     shards = sorted(p.name for p in (tmp_path / "fpA").iterdir() if p.suffix == ".safetensors")
-    assert shards == ["shard-r000-000000.safetensors", "shard-r000-000001.safetensors", "shard-r000-000002.safetensors"]
+    w = c0.writer
+    assert shards == [f"shard-r000-w{w}-00000{i}.safetensors" for i in range(3)] and c0.written == shards
     # A leftover temporary file of an interrupted write is ignored.
     (tmp_path / "fpA" / ".shard-r000-000009.safetensors.tmp-1").write_bytes(b"garbage")
 
@@ -63,7 +64,7 @@ def test_disk_shards_reload_without_recomputing_and_fingerprints_separate(tmp_pa
     torch.testing.assert_close(out["emb"].float(), _fake_encoder(texts[::-1])["emb"].to(torch.bfloat16).float())
     # Rank 1 writes its own shard names, never rank 0's.
     c1.put("new", "text", {"emb": torch.zeros(3, 2), "pooled": torch.zeros(1)})
-    assert c1.flush().name == "shard-r001-000000.safetensors"
+    assert c1.flush().name == f"shard-r001-w{c1.writer}-000000.safetensors"
 
     other = EmbeddingCache(tmp_path, "fpB")
     assert other.get("id0", "caption 0") is None and len(other) == 0

@@ -43,17 +43,19 @@ def _callback(extractor_files, cache_dir, ids):
 
 
 def _trainer(tmp_path, callbacks, **kw):
-    return pl.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=callbacks, **kw)
+    kw.setdefault("enable_progress_bar", False)
+    return pl.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, enable_model_summary=False,
+                      callbacks=callbacks, **kw)
 
 
-def test_fast_dev_run_logs_the_metrics(tiny_text_encoder, kvasir_samples, extractor_files, tmp_path):
+def test_fast_dev_run_logs_the_metrics(tiny_text_encoder, kvasir_samples, extractor_files, tmp_path, capsys):
     pl.seed_everything(0)
     module = _module(tiny_text_encoder)
     ids = [s["id"] for s in kvasir_samples]
     cb, mapping = _callback(extractor_files, tmp_path / "cache", ids)
-    trainer = _trainer(tmp_path, [cb], fast_dev_run=True)
+    trainer = _trainer(tmp_path, [cb], fast_dev_run=True, enable_progress_bar=True)
     trainer.fit(module, make_loader(kvasir_samples), make_loader(kvasir_samples, shuffle=False))
+    assert "val metrics: generating (epoch 0)" in capsys.readouterr().err  # sampling shows its progress
     logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     assert set(logged) >= {"val/fid", "val/fbd", "val/fidelity", "val/agreement", "val/diversity"}
     assert all(np.isfinite(v) for v in logged.values())

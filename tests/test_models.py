@@ -7,12 +7,18 @@ from msdm.models.presets import PRESETS, build_unet, build_vae, count_parameters
 
 
 def test_paper_preset_parameter_counts_match_the_reference():
-    rows = {r["preset"]: r for r in preset_parameter_table()}
+    rows = {r["preset"]: r for r in preset_parameter_table(use_cache=False)}
     # Prompt to Polyp reference code: VAE 13.37 M; U-Net 326.5 M with CLIP ViT-L/14 (768-d text)
     assert abs(rows["paper"]["vae"] / 13.37e6 - 1) < 0.01
     assert abs(rows["paper"]["unet"] / 326.5e6 - 1) < 0.02
     assert rows["small"]["unet"] < rows["paper"]["unet"] / 10
     assert set(rows) == set(PRESETS)
+
+
+def test_the_cached_preset_table_is_what_the_models_count():
+    """msdm presets prints msdm/assets/preset_parameters.json (no torch/diffusers import); it must be the live count
+    (after changing a preset or a model: python -m msdm.models.presets)."""
+    assert preset_parameter_table() == preset_parameter_table(use_cache=False)
 
 
 def test_unknown_preset_names_the_choices():

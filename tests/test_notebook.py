@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_notebook_executes(tmp_path, kvasir_samples, tiny_text_encoder, monkeypatch):
+    """As a user runs it: msdm quickstart wrote msdm_quickstart/ in the project folder, and the notebook is opened
+    from the project's docs/ (Jupyter's working directory is the notebook's folder); no variables set."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     from conftest import make_loader
@@ -23,15 +25,21 @@ def test_notebook_executes(tmp_path, kvasir_samples, tiny_text_encoder, monkeypa
     m = MSDMUNetModule(preset="tiny", vae=str(tmp_path / "vae.ckpt"), text_encoder=tiny_text_encoder, max_length=16)
     tr = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     tr.fit(m, make_loader(kvasir_samples))
-    tr.save_checkpoint(tmp_path / "unet.ckpt")
-    m.export(str(tmp_path / "pipeline"))
+    quickstart = tmp_path / "project" / "msdm_quickstart"
+    (quickstart / "unet" / "checkpoints").mkdir(parents=True)
+    tr.save_checkpoint(quickstart / "unet" / "checkpoints" / "last.ckpt")
+    m.export(str(quickstart / "pipeline"))
+    (tmp_path / "project" / "docs").mkdir()
 
-    env = {"MSDM_PIPELINE": str(tmp_path / "pipeline"), "MSDM_CHECKPOINT": str(tmp_path / "unet.ckpt"), "MSDM_STEPS": "2",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    env = {"MSDM_STEPS": "2", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    for k in ("MSDM_PIPELINE", "MSDM_CHECKPOINT"):
+        monkeypatch.delenv(k, raising=False)
     nb = nbformat.read(ROOT / "docs/msdm_notebook.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path / "project" / "docs")}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the grids were rendered

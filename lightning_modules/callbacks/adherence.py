@@ -119,7 +119,11 @@ class AdherenceCallback(pl.Callback):
                 seeds += [self.seed + k for k in share]
         detected = []
         if prompts:
-            images = ModuleGenerator(pl_module, **kwargs).generate(prompts, seeds)
+            from lightning_modules.callbacks.images import generate_with_progress
+
+            images = generate_with_progress(trainer, ModuleGenerator(pl_module, **kwargs), prompts, seeds,
+                                            chunk=len(share),
+                                            desc=f"adherence: generating (epoch {trainer.current_epoch})")
             detected = self._detector.detect(images)
         local = pair_counts(detected, self.pairs, len(share))
         counts = torch.tensor([local[a] for a in self.pairs], dtype=torch.float64, device=pl_module.device)

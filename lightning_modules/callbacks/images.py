@@ -17,6 +17,18 @@ from msdm.provenance import save_grid
 FAST_DEV_RUN_STEPS = 2
 
 
+def generate_with_progress(trainer: pl.Trainer, generator, prompts: list[str], seeds: list[int], chunk: int,
+                           desc: str, unit: str = "prompt") -> torch.Tensor:
+    """``generator.generate(prompts, seeds)`` in chunks of ``chunk`` images under a progress bar (one tick per chunk),
+    so the minutes of sampling a metric callback spends at validation end show (off when the Trainer has no progress
+    bar, or under ``msdm --quiet``). The images are those of one call: each comes from its own seed."""
+    chunk = max(1, int(chunk))
+    starts = range(0, len(prompts), chunk)
+    bar = progress_bar(starts, desc=desc, unit=unit, leave=False, disable=trainer.progress_bar_callback is None)
+    out = [generator.generate(prompts[s:s + chunk], seeds[s:s + chunk]) for s in bar]
+    return torch.cat(out) if out else torch.zeros(0, 3, 1, 1)
+
+
 class SampleGrid(pl.Callback):
     """Generate images for fixed prompts every ``every_n_epochs`` validations; log them to TensorBoard and write
     ``<log_dir>/samples/epoch=XXXX.png``.

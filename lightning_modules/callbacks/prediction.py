@@ -25,12 +25,14 @@ class ChallengeImageWriter(BasePredictionWriter):
     """Write predicted images in the challenge layout with provenance (module docstring).
 
     Args:
-        out: output folder (default: the DataModule's ``out``).
+        out: output folder (default: the DataModule's ``out``). A used folder of the same settings is written
+            again, one of other settings is refused (:func:`msdm.generators.writer.open_generation_folder`).
+        overwrite: replace a folder of other settings (only what msdm wrote there).
     """
 
-    def __init__(self, out: str | None = None):
+    def __init__(self, out: str | None = None, overwrite: bool = False):
         super().__init__(write_interval="batch")
-        self.out_arg = out
+        self.out_arg, self.overwrite = out, bool(overwrite)
         self.out: Path | None = None
         self._writer: ChallengeFolderWriter | None = None
 
@@ -46,6 +48,10 @@ class ChallengeImageWriter(BasePredictionWriter):
         # the checkpoint's file name, never a local path (as msdm generate records the pipeline folder's name)
         info = {**info, **({"checkpoint": Path(ckpt).name} if ckpt else {}), "seed_rule": SEED_RULE}
         self._writer = ChallengeFolderWriter(self.out, info, trainer.global_rank, trainer.world_size)
+        dm = trainer.datamodule
+        if dm is not None and getattr(dm, "prompts", None):  # claim (or resume) the folder before any sampling
+            self._writer.open(list(dm.prompts), getattr(dm, "num_images_per_prompt", None),
+                              getattr(dm, "image_seed", None), self.overwrite, writer="msdm predict")
 
     @property
     def _info(self) -> dict:

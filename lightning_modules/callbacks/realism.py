@@ -263,8 +263,11 @@ class GenerationMetrics(pl.Callback):
 
             kwargs.setdefault("num_inference_steps", FAST_DEV_RUN_STEPS)
         if end > start:
-            images = ModuleGenerator(pl_module, **kwargs).generate(*prompt_major(prompts[start:end], n,
-                                                                                 self.seed + start * n))
+            from lightning_modules.callbacks.images import generate_with_progress
+
+            images = generate_with_progress(trainer, ModuleGenerator(pl_module, **kwargs),
+                                            *prompt_major(prompts[start:end], n, self.seed + start * n), chunk=n,
+                                            desc=f"{stage} metrics: generating (epoch {trainer.current_epoch})")
         prompt_numbers = torch.arange(start, end).repeat_interleave(n) + 1
         image_index = torch.arange(n).repeat(end - start)
         for name, ext in extractors.items():

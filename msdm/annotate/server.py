@@ -11,19 +11,27 @@ the address it serves (DNS rebinding), accepts only ``application/json`` POSTs (
 sends a strict Content-Security-Policy. The key file, the ratings database and anything outside the study's
 ``images/`` folder are unreachable by construction.
 
-Routes: ``GET /`` (the page), ``GET /assets/annotate.{js,css}``, ``GET /api/study``, ``GET /api/rater/<id>``,
-``POST /api/rater`` ``{"rater"}``, ``POST /api/answer`` ``{"rater", "prompt", "item", "aspect", "value"}``,
-``POST /api/comment`` ``{"rater", "prompt", "text"}``, ``GET /images/...``.
+**Each rater sees and writes only their own answers.** A rater is given a secret link ``/r/<token>``
+(``msdm annotate raters STUDY NAME``; :meth:`~msdm.annotate.store.RatingStore.issue_link`). Opening it sets an
+``HttpOnly``, ``SameSite=Strict`` cookie holding the token and redirects to the page; every API route and image
+then needs that cookie, and the rater is the token's, never a name the client sends (a body naming another rater is
+refused). There is no route that lists raters or reads another rater's answers.
+
+Routes: ``GET /`` (the page), ``GET /assets/annotate.{js,css}``, ``GET /r/<token>`` (sign in), and with the
+cookie: ``GET /api/study``, ``GET /api/me``, ``POST /api/answer`` ``{"prompt", "item", "aspect", "value"}``,
+``POST /api/comment`` ``{"prompt", "text"}``, ``GET /images/...``.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
+import re
 import socket
 import sys
 import threading
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -39,6 +47,8 @@ ASSETS = {"/": ("annotate.html", "text/html; charset=utf-8"),
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
+SIGN_IN = "/r/"
 
 
 def _asset(name: str) -> bytes:
@@ -61,6 +71,9 @@ class StudyServer(ThreadingHTTPServer):
         self.verbose = verbose
         # What the page may see of study.json: everything but the key commitment (useless to a rater).
         self.public = {k: v for k, v in self.study.items() if k != "key_sha256"}
+        # One cookie name per study: cookies are shared by every port of a host, so two studies served side by
+        # side on one machine must not read each other's token.
+        self.cookie_name = f"msdm_rater_{self.study['id'][:16]}"
         self.assets = {path: (_asset(name), ctype) for path, (name, ctype) in ASSETS.items()}
         self._conns: set = set()
         self._conn_lock = threading.Lock()
@@ -105,6 +118,10 @@ class StudyServer(ThreadingHTTPServer):
     def url(self) -> str:
         h = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{h}:{self.port}/"
+
+    def link(self, token: str) -> str:
+        """The personal link of the rater with ``token``."""
+        return f"{self.url}r/{token}"
 
     def start_in_thread(self) -> threading.Thread:
         t = threading.Thread(target=self.serve_forever, name="msdm-annotate", daemon=True)
@@ -162,13 +179,44 @@ class Handler(BaseHTTPRequestHandler):
         if path in self.server.assets:
             body, ctype = self.server.assets[path]
             return self._send(HTTPStatus.OK, body, ctype)
+        if path.startswith(SIGN_IN):
+            return self._sign_in(path[len(SIGN_IN):])
+        if path not in ("/api/study", "/api/me") and not path.startswith("/images/"):
+            return self._error(HTTPStatus.NOT_FOUND)
+        rater = self._rater()
+        if rater is None:
+            return self._error(HTTPStatus.UNAUTHORIZED, "open the personal link you were given to rate")
         if path == "/api/study":
             return self._json(HTTPStatus.OK, self.server.public)
-        if path.startswith("/api/rater/"):
-            return self._rater_state(path[len("/api/rater/"):])
-        if path.startswith("/images/"):
-            return self._image(path)
-        return self._error(HTTPStatus.NOT_FOUND)
+        if path == "/api/me":
+            return self._rater_state(rater)
+        return self._image(path)
+
+    # ------------------------------------------------------------------ who is asking
+    def _token(self) -> str | None:
+        try:
+            jar = SimpleCookie(self.headers.get("Cookie") or "")
+        except CookieError:
+            return None
+        morsel = jar.get(self.server.cookie_name)
+        return morsel.value if morsel is not None else None
+
+    def _rater(self) -> str | None:
+        """The rater of the request's token (cookie), or None: the rater is never taken from what the client says."""
+        return self.server.store.rater_for_token(self._token())
+
+    def _sign_in(self, token: str) -> None:
+        if not TOKEN_RE.match(token) or self.server.store.rater_for_token(token) is None:
+            return self._error(HTTPStatus.FORBIDDEN, "this link is not valid (ask for a new one)")
+        self.send_response(HTTPStatus.SEE_OTHER)
+        self.send_header("Location", "/")
+        # HttpOnly: the page's script never holds the token; SameSite=Strict: no other site can send it.
+        self.send_header("Set-Cookie", f"{self.server.cookie_name}={token}; Path=/; HttpOnly; SameSite=Strict; "
+                                       "Max-Age=31536000")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _image(self, path: str) -> None:
         rel = path[1:]  # "images/p01/A/01.png"
@@ -184,12 +232,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _rater_state(self, rater: str) -> None:
         store = self.server.store
-        try:
-            store.check_rater(rater)
-        except AnswerError as e:
-            return self._error(HTTPStatus.BAD_REQUEST, str(e))
         self._json(HTTPStatus.OK, {
-            "rater": rater, "known": rater in store.raters(),
+            "rater": rater,
             "answers": [{k: a[k] for k in ("prompt", "item", "aspect", "value")} for a in store.answers(rater)],
             "comments": {str(c["prompt"]): c["text"] for c in store.comments(rater)},
             "progress": store.progress(rater),
@@ -199,6 +243,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         if not self._host_ok():
             return self._error(HTTPStatus.MISDIRECTED_REQUEST, "unexpected Host header")
+        path = urlsplit(self.path).path
+        if path not in ("/api/answer", "/api/comment"):
+            return self._error(HTTPStatus.NOT_FOUND)
+        rater = self._rater()
+        if rater is None:
+            return self._error(HTTPStatus.UNAUTHORIZED, "open the personal link you were given to rate")
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":  # also keeps cross-site "simple" form posts out (they need a preflight)
             return self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
@@ -214,33 +264,32 @@ class Handler(BaseHTTPRequestHandler):
                 raise ValueError
         except ValueError:
             return self._error(HTTPStatus.BAD_REQUEST, "the body is not a JSON object")
-        path = urlsplit(self.path).path
+        if body.get("rater", rater) != rater:  # one rater may not write another's answers
+            return self._error(HTTPStatus.FORBIDDEN, "an answer can only be given for the rater of this link")
         store = self.server.store
         try:
-            if path == "/api/rater":
-                store.add_rater(body.get("rater"), self.headers.get("User-Agent"))
-                return self._rater_state(body["rater"])
             if path == "/api/answer":
-                store.save(body.get("rater"), body.get("prompt"), body.get("item"), body.get("aspect"),
-                           body.get("value"))
-                return self._json(HTTPStatus.OK, {"saved": True, "progress": store.progress(body["rater"])})
-            if path == "/api/comment":
-                store.save_comment(body.get("rater"), body.get("prompt"), body.get("text"))
-                return self._json(HTTPStatus.OK, {"saved": True})
+                store.save(rater, body.get("prompt"), body.get("item"), body.get("aspect"), body.get("value"))
+                return self._json(HTTPStatus.OK, {"saved": True, "progress": store.progress(rater)})
+            store.save_comment(rater, body.get("prompt"), body.get("text"))
+            return self._json(HTTPStatus.OK, {"saved": True})
         except AnswerError as e:
             return self._error(HTTPStatus.BAD_REQUEST, str(e))
-        return self._error(HTTPStatus.NOT_FOUND)
 
 
 def serve(study_dir, host: str = "127.0.0.1", port: int = 8765, verbose: bool = False) -> None:
     """Serve until interrupted (Ctrl-C)."""
     server = StudyServer(study_dir, host, port, verbose=verbose)
     n = len(server.study["prompts"])
+    raters = server.store.linked_raters()
     print(f"msdm annotate: {server.study['title']!r}, {n} prompts, ratings in {server.store.path}")
+    print(f"{len(raters)} rater(s) with a personal link ({', '.join(raters) or 'none yet'}); "
+          f"`msdm annotate raters {study_dir} NAME` gives a new rater a link")
     if host not in LOOPBACK:
-        print(f"WARNING: listening on {host}: anyone who can reach it can rate (there is no login). "
+        print(f"WARNING: listening on {host} over plain HTTP: a rater's link can be read on the network. "
               "Prefer 127.0.0.1 and an SSH tunnel.")
-    print(f"open {server.url} in a browser (Ctrl-C stops; every answer is already saved)", flush=True)
+    print(f"serving {server.url} — raters open their own link (Ctrl-C stops; every answer is already saved)",
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

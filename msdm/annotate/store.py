@@ -5,6 +5,12 @@ Every answer the page sends is validated against the study and committed before 
 current value of each (rater, prompt, item, aspect); ``events`` keeps every change in order, an audit trail of how
 a rating was reached. A database belongs to one study (``meta.study_id``): the server refuses to mix studies.
 
+**Raters and their links.** A rater exists once the study's owner gives them a link (:meth:`RatingStore.issue_link`,
+``msdm annotate raters STUDY NAME``): a random 256-bit token of which only the SHA-256 is stored (``tokens``), so a
+copy of the database does not let anyone rate as someone else. The server maps a request's token to its rater and
+serves and accepts only that rater's answers. The database file (and SQLite's ``-wal``/``-shm`` beside it, which
+SQLite creates with the database's mode) is readable by its owner only (0600): it holds every rater's answers.
+
 Answer vocabulary (``prompt`` is the 0-based study index, :data:`~msdm.annotate.study.GLOBAL` for the last page):
 
 * scores: ``item`` = a letter, ``aspect`` = an aspect id, ``value`` 0–10;
@@ -15,8 +21,10 @@ Answer vocabulary (``prompt`` is the 0-based study index, :data:`~msdm.annotate.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import secrets
 import sqlite3
 import threading
 from contextlib import closing
@@ -44,6 +52,9 @@ CREATE TABLE IF NOT EXISTS comments (
     rater TEXT NOT NULL, prompt INTEGER NOT NULL, text TEXT NOT NULL, updated_at TEXT NOT NULL,
     PRIMARY KEY (rater, prompt)
 );
+CREATE TABLE IF NOT EXISTS tokens (
+    rater TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, rater TEXT NOT NULL, prompt INTEGER NOT NULL, item TEXT NOT NULL,
     aspect TEXT NOT NULL, value TEXT, at TEXT NOT NULL
@@ -53,6 +64,22 @@ CREATE TABLE IF NOT EXISTS events (
 
 class AnswerError(ValueError):
     """An answer the study does not allow (unknown prompt, item, aspect, or a value out of range)."""
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` as an empty 0600 file if missing; tighten an existing one (and its WAL files) to 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p.exists() and p.stat().st_mode & 0o077:
+            os.chmod(p, 0o600)
 
 
 def _now() -> str:
@@ -69,6 +96,7 @@ class RatingStore:
         self.letters = list(study["letters"])
         self.global_letters = list(study["global"]["sets"])
         self._lock = threading.Lock()  # one writer at a time (SQLite would serialise anyway; this avoids BUSY)
+        _private_file(self.path)  # before SQLite opens it: SQLite creates files 0644 and copies that mode to the WAL
         with closing(self._connect()) as db, db:
             db.executescript(SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key = 'study_id'").fetchone()
@@ -118,6 +146,33 @@ class RatingStore:
         self.check_rater(rater)
         with self._lock, closing(self._connect()) as db, db:
             db.execute("INSERT OR IGNORE INTO raters VALUES (?, ?, ?)", (rater, _now(), (user_agent or "")[:300]))
+
+    def issue_link(self, rater: str, reissue: bool = False) -> str:
+        """A new secret token for ``rater`` (created if new); only its hash is kept, so it is shown once.
+
+        A rater who already has a token keeps it unless ``reissue`` (which revokes the old link)."""
+        self.check_rater(rater)
+        token = secrets.token_urlsafe(32)
+        with self._lock, closing(self._connect()) as db, db:
+            if not reissue and db.execute("SELECT 1 FROM tokens WHERE rater = ?", (rater,)).fetchone():
+                raise AnswerError(f"rater {rater!r} already has a link (reissue it to revoke the old one)")
+            db.execute("INSERT OR IGNORE INTO raters VALUES (?, ?, '')", (rater, _now()))
+            db.execute("INSERT INTO tokens VALUES (?, ?, ?) ON CONFLICT (rater) DO UPDATE SET "
+                       "token_sha256 = excluded.token_sha256, created_at = excluded.created_at",
+                       (rater, _token_hash(token), _now()))
+        return token
+
+    def rater_for_token(self, token) -> str | None:
+        """The rater a token belongs to, or None (also for anything that is not a plausible token)."""
+        if not isinstance(token, str) or not 20 <= len(token) <= 128:
+            return None
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT rater FROM tokens WHERE token_sha256 = ?", (_token_hash(token),)).fetchone()
+        return row[0] if row else None
+
+    def linked_raters(self) -> list[str]:
+        with closing(self._connect()) as db:
+            return [r[0] for r in db.execute("SELECT rater FROM tokens ORDER BY created_at, rater")]
 
     def save(self, rater: str, prompt: int, item: str, aspect: str, value: int) -> None:
         """Validate and commit one answer (the current value and an event)."""

@@ -94,7 +94,7 @@
           const res = await api(m.path, m.body);
           if (res.progress) progress = res.progress;
         } catch (e) {
-          if (e.status === 400) {
+          if (e.status >= 400 && e.status < 500 && ![401, 408, 429].includes(e.status)) {
             setStatus("offline", `not saved: ${e.message}`);   // refused by the server: do not retry it
           } else {
             setStatus("offline", `not saved yet (${queue.length} waiting) — retrying; keep this page open`);
@@ -194,7 +194,6 @@
   function show(name) {
     view = name;
     for (const id of ["login", "rate", "global", "done"]) $("#" + id).hidden = id !== name;
-    $("#switch-rater").hidden = name === "login";
     updateBar();
   }
 
@@ -431,19 +430,12 @@
   $("#help-btn").addEventListener("click", openHelp);
   $("#help-close").addEventListener("click", closeHelp);
 
-  // ------------------------------------------------------------------ login and resume
-  async function login(id) {
-    $("#login-error").textContent = "";
-    let state;
-    try {
-      state = await api("/api/rater", { rater: id });
-    } catch (e) {
-      $("#login-error").textContent = e.message;
-      show("login");
-      return;
-    }
-    rater = id;
-    try { localStorage.setItem(`msdm-annotate:${study.id}:rater`, id); } catch (e) { /* ignore */ }
+  // ------------------------------------------------------------------ sign-in and resume
+  // A rater arrives through their personal link (/r/<token>), which sets an HttpOnly cookie: this script never sees
+  // the token, and the server decides who the rater is. Without the cookie the API answers 401.
+  async function resume() {
+    const state = await api("/api/me");
+    rater = state.rater;
     values = new Map(state.answers.map((a) => [key(a.prompt, a.item, a.aspect), a.value]));
     comments = {};
     for (const [p, text] of Object.entries(state.comments)) comments[Number(p)] = text;
@@ -458,32 +450,18 @@
     else renderPrompt(next);
   }
 
-  $("#login-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const id = $("#rater-input").value.trim();
-    if (id) login(id);
-  });
-  $("#switch-rater").addEventListener("click", () => {
-    try { localStorage.removeItem(`msdm-annotate:${study.id}:rater`); } catch (e) { /* ignore */ }
-    rater = null;
-    values = new Map();
-    $("#rater-input").value = "";
-    show("login");
-    $("#rater-input").focus();
-  });
   $("#review").addEventListener("click", () => renderPrompt(0));
 
   async function start() {
-    study = await api("/api/study");
+    try {
+      study = await api("/api/study");
+    } catch (e) {
+      if (e.status === 401) { show("login"); return; }
+      throw e;
+    }
     document.title = `${study.title} — msdm`;
     $("#title").textContent = study.title;
-    $("#login-title").textContent = study.title;
-    const fromUrl = new URLSearchParams(location.search).get("rater");
-    let remembered = null;
-    try { remembered = localStorage.getItem(`msdm-annotate:${study.id}:rater`); } catch (e) { /* ignore */ }
-    const id = fromUrl || remembered;
-    if (id) { $("#rater-input").value = id; await login(id); }
-    else { show("login"); $("#rater-input").focus(); }
+    await resume();
   }
   start().catch((e) => { document.body.prepend(el("p", { class: "warn", text: `Cannot load the study: ${e.message}` })); });
 })();

@@ -90,11 +90,20 @@ def fill_training_cache(cache: TrainingCache, loaders: dict, encode_posterior: E
     Lightning already sharded). A split read to the end is marked filled for ``(rank, world_size)``.
     Returns ``{split: {"batches", "latents", "text"[, "complete" | "skipped"]}, "extra_text": n}``.
     """
+
+    with cache.fill_lock():  # one filler per rank and folder
+        return _fill(cache, loaders, encode_posterior, encode_text, always_captions, rank, world_size, shard_by_id,
+                     scheme, max_batches, restore_epoch)
+
+
+def _fill(cache, loaders, encode_posterior, encode_text, always_captions, rank, world_size, shard_by_id, scheme,
+          max_batches, restore_epoch) -> dict:
     from msdm.cache.fill import id_shard, iterate_variants, sized_len
 
     always = list(dict.fromkeys([str(c) for c in always_captions]))
     t0 = cache.text.misses
-    cache.text_states(always, lambda r: encode_text([always[j] for j in r]), device="cpu")
+    if always:
+        cache.text_states(always, lambda r: encode_text([always[j] for j in r]), device="cpu")
     stats: dict = {"extra_text": cache.text.misses - t0}
     for split, loader in loaders.items():
         n = sized_len(getattr(loader, "dataset", None))
@@ -110,6 +119,10 @@ def fill_training_cache(cache: TrainingCache, loaders: dict, encode_posterior: E
             cache.text_states(caps, lambda r, c=caps: encode_text([c[j] for j in r]), device="cpu")
         variants = cache.variants if split == "train" else 1
         passes = max(variants, text_epochs)
+        used_latents: set[tuple[str, str]] = set()  # the entries this split needs, for the marker's shard list
+        used_text: set[str] = set(always)
+        if split == "train" and callable(listed):
+            used_text.update(caps)
         for k, _, batch in iterate_variants(loader, passes, restore_epoch=restore_epoch, max_batches=max_batches):
             batches += 1
             ids = [str(i) for i in batch["id"]]
@@ -120,13 +133,18 @@ def fill_training_cache(cache: TrainingCache, loaders: dict, encode_posterior: E
             if k < variants and cache.missing_latents(sub_ids, split, k):  # passes >= variants: captions only
                 px = batch["pixel_values"][rows]
                 cache.latent_posterior(sub_ids, split, k, lambda r, px=px: encode_posterior(px[r]))
+            if k < variants:
+                used_latents.update((i, cache.variant_key(split, k)) for i in sub_ids)
             captions = [str(batch["caption"][j]) for j in rows]
+            used_text.update(captions)
             if cache.missing_text(captions):
                 cache.text_states(captions, lambda r, c=captions: encode_text([c[j] for j in r]))
         complete = max_batches is None or total is None or batches >= passes * total
-        cache.flush()
+        cache.flush()  # the shards first, the marker that vouches for them last
         if complete:
-            cache.mark_filled(split, n, scheme, rank, world_size, text_epochs=text_epochs)
+            cache.mark_filled(split, n, scheme, rank, world_size, text_epochs=text_epochs,
+                              latent_shards=[s for s in (cache.latents.shard_of(i, t) for i, t in used_latents) if s],
+                              text_shards=[s for s in (cache.text.shard_of("", c) for c in used_text) if s])
         stats[split] = {"batches": batches, "latents": cache.latents.misses - lat0,
                         "text": cache.text.misses - txt0, "complete": complete}
     cache.flush()

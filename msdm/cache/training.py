@@ -26,18 +26,24 @@ returning every caption it can emit (encoded up front); or ``on_miss="encode"``,
 first appears (the text encoder is then loaded for the run).
 
 Completion markers (``filled-<split>-n<N>-v<K>-t<T>-<scheme>-<r>of<W>.json``) record that rank ``r`` of ``W``
-filled its share of a split, so a later run skips the fill pass without reading any data.
+filled its share of a split, so a later run skips the fill pass without reading any data. A marker is written last,
+after the shards it vouches for, and lists them: a marker whose shards are not all there (deleted, or lost to a
+writer that overwrote them before shard names were unique) does not count, and the split is filled again. A fill
+holds a lock per rank (:meth:`TrainingCache.fill_lock`): a second filler of the same rank and folder is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 from pathlib import Path
 
 import torch
 
+from msdm.errors import InputError
 from msdm.io import write_json
 from msdm.lora.embedding_cache import EmbeddingCache
 
@@ -114,14 +120,16 @@ class TrainingCache:
         """``(mean, std)`` ``[B, C, h, w]`` float32 for ``ids``; ``compute(rows) -> {"mean", "std"}`` fills misses
         (``None``: a miss raises :class:`KeyError` naming the ids)."""
         tag = self.variant_key(split, epoch)
-        out = self.latents.get_or_compute(list(ids), [tag] * len(ids), compute or _raise_missing("latents", ids),
+        out = self.latents.get_or_compute(list(ids), [tag] * len(ids),
+                                          compute or _raise_missing("latents", ids, self.latents),
                                           device=device, dtype=torch.float32)
         return out["mean"], out["std"]
 
     def text_states(self, captions, compute=None, device=None):
         """``(states [B, L, D] float32, mask [B, L])`` for ``captions``; ``compute`` as above."""
         captions = list(captions)
-        out = self.text.get_or_compute([""] * len(captions), captions, compute or _raise_missing("text", captions),
+        out = self.text.get_or_compute([""] * len(captions), captions,
+                                       compute or _raise_missing("text", captions, self.text),
                                        device=device, dtype=torch.float32)
         return out["states"], out["mask"]
 
@@ -142,17 +150,52 @@ class TrainingCache:
         self.latents.refresh()
         self.text.refresh()
 
+    @contextlib.contextmanager
+    def fill_lock(self):
+        """Hold ``.fill-r<rank>.lock`` in the latents folder while filling: a second process filling the same folder
+        as the same rank (two ``msdm cache`` runs, a fit next to one) is refused in one line. The OS drops the lock
+        when the holder dies, however it dies."""
+        if self.latents.directory is None:
+            yield
+            return
+        import fcntl
+
+        path = self.latents.directory / f".fill-r{self.rank:03d}.lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise InputError(f"the cache {self.directory} is being filled by {holder} (rank {self.rank}): wait "
+                                 "for it to finish, then run again (it reuses what is there)") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
     def mark_filled(self, split: str, num_samples: int, scheme: str, rank: int, world_size: int,
-                    text_epochs: int = 1, **info) -> None:
+                    text_epochs: int = 1, latent_shards=(), text_shards=(), **info) -> None:
         """Record that this rank filled its share of ``split`` (``num_samples`` samples, ``variants`` pixel passes,
-        captions of ``text_epochs`` epochs)."""
+        captions of ``text_epochs`` epochs), with the shards that hold its entries. Call it after :meth:`flush`."""
         if self.latents.directory is None:
             return
         name = f"filled-{split}-n{num_samples}-v{self.variants}-t{text_epochs}-{scheme}-{rank}of{world_size}.json"
         write_json(self.latents.directory / name, {"split": split, "num_samples": num_samples,
                                                    "variants": self.variants, "text_epochs": text_epochs,
                                                    "scheme": scheme, "rank": rank, "world_size": world_size,
-                                                   "text_fingerprint": self.text.fingerprint, **info})
+                                                   "text_fingerprint": self.text.fingerprint,
+                                                   "latent_shards": sorted(set(latent_shards)),
+                                                   "text_shards": sorted(set(text_shards)), **info})
+
+    def _marker_intact(self, record: dict) -> bool:
+        """Every shard a marker lists is still there (markers of older caches list none: nothing to check)."""
+        return all((self.latents.directory / n).is_file() for n in record.get("latent_shards", [])) and all(
+            (self.text.directory / n).is_file() for n in record.get("text_shards", []))
 
     def is_filled(self, split: str, num_samples: int, text_epochs: int = 1) -> bool:
         """True when every rank of some earlier fill of ``split`` left its marker (same size, at least as many
@@ -166,9 +209,10 @@ class TrainingCache:
                     or int(m["t"]) < text_epochs):
                 continue
             try:
-                if json.loads(p.read_text()).get("text_fingerprint") != self.text.fingerprint:
-                    continue
+                record = json.loads(p.read_text())
             except (OSError, ValueError):
+                continue
+            if record.get("text_fingerprint") != self.text.fingerprint or not self._marker_intact(record):
                 continue
             groups.setdefault((m["scheme"], int(m["w"])), set()).add(int(m["r"]))
         return any(ranks >= set(range(w)) for (_, w), ranks in groups.items())
@@ -178,11 +222,14 @@ class TrainingCache:
         self.text.close()
 
 
-def _raise_missing(what: str, keys):
+def _raise_missing(what: str, keys, store: EmbeddingCache | None = None):
     def compute(rows):
         shown = [str(keys[j]) for j in rows[:5]]
+        where = f" {store.directory}" if store is not None and store.directory is not None else ""
         raise KeyError(
-            f"{len(rows)} {what} entries are not in the cache (first: {shown}) and cache_on_miss='error'. Fill the "
-            "cache first (`msdm cache -c CONFIG`, or fit with cache_precompute=true), or set cache_on_miss='encode'."
+            f"{len(rows)} {what} entries are not in the cache{where} (first: {shown}) and cache_on_miss='error'. "
+            "Fill it with this fit's own config and overrides (`msdm cache -c CONFIG -- <the same --model/--data "
+            "overrides>`: it prints the folder it fills, which must be this one, and refills a split whose entries "
+            "are missing), fit once with cache_precompute=true, or set cache_on_miss='encode'."
         )
     return compute

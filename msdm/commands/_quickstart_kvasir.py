@@ -98,8 +98,13 @@ def run_kvasir(args, make_trainer) -> int:
                          ", or train on your own folders with msdm fit -c configs/msdm_unet_kvasir_seg.yaml")
     recipe = _recipe(args)
     prompts = [p for pair in REAL_PAIRS.values() for p in pair]
+    from msdm.io import claim_output_dir, write_output_marker
+
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if args.vae_ckpt and out in Path(args.vae_ckpt).resolve().parents:
+        raise InputError(f"--vae-ckpt {args.vae_ckpt} is inside --out {args.out}, which the quickstart writes "
+                         "afresh: copy the checkpoint elsewhere or choose another --out")
+    claim_output_dir(out, getattr(args, "overwrite", False), writer="msdm quickstart")
     times: dict[str, float] = {}
     pl.seed_everything(args.seed, verbose=False)
 
@@ -199,4 +204,5 @@ def run_kvasir(args, make_trainer) -> int:
     print(f"  pipeline        {out / 'pipeline'}  (MSDMPipeline.from_pretrained, or msdm generate --pipeline ...)")
     print(f"  checkpoints     {vae_ckpt}, {out / 'unet' / 'checkpoints' / 'last.ckpt'}")
     print(f"  TensorBoard     tensorboard --logdir {out}")
+    write_output_marker(out, writer="msdm quickstart")  # complete: every file in it listed as msdm's
     return 0

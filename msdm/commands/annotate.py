@@ -5,7 +5,7 @@ HELP = "expert evaluation: build a blinded rating study, serve the rating page, 
 
 
 def add_arguments(parser):
-    sub = parser.add_subparsers(dest="annotate_command", metavar="{build,serve,report}")
+    sub = parser.add_subparsers(dest="annotate_command", metavar="{build,raters,serve,report}")
 
     b = sub.add_parser("build", help="generated folders + real images + prompts -> a blinded study folder",
                        description="Build a study folder: prompt list, image sets under per-prompt random letters, "
@@ -42,6 +42,17 @@ def add_arguments(parser):
                    help="make the draw reproducible (anyone with the seed and inputs can rebuild the key)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing study folder without ratings")
 
+    k = sub.add_parser("raters", help="give raters their secret links (each sees and rates only their own answers)",
+                       description="Create a secret personal link for each NAME (printed once: only its hash is "
+                                   "stored). Without NAME: list the raters that have a link.")
+    k.add_argument("study", help="study folder")
+    k.add_argument("names", nargs="*", metavar="NAME", help="rater ids (letters, digits, '.', '_', '-', '@')")
+    k.add_argument("--reissue", action="store_true",
+                   help="replace the link of a rater who has one (the old link stops working)")
+    k.add_argument("--url", default="http://127.0.0.1:8765/",
+                   help="address raters reach the server at, for the printed links (default: serve's default)")
+    k.add_argument("--db", default=None, help="ratings database (default STUDY/ratings.sqlite)")
+
     s = sub.add_parser("serve", help="serve the rating page for a study (127.0.0.1 by default)")
     s.add_argument("study", help="study folder")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -52,7 +63,8 @@ def add_arguments(parser):
     r.add_argument("study", help="study folder")
     r.add_argument("--key", default=None, help="key file (default STUDY/key.json)")
     r.add_argument("--db", default=None, help="ratings database (default STUDY/ratings.sqlite)")
-    r.add_argument("--out", default=None, help="report folder (default STUDY/report)")
+    r.add_argument("--out", default=None, help="report folder (default STUDY/report); new or empty unless --overwrite")
+    r.add_argument("--overwrite", action="store_true", help="replace an earlier report (a folder msdm wrote)")
     r.add_argument("--extractor", default="biomedclip", choices=["biomedclip", "inception", "none"],
                    help="features for the per-prompt metrics (none: skip the automatic metrics)")
     r.add_argument("--extractor-source", default=None,
@@ -74,7 +86,9 @@ def run(args) -> int:
         return 0
     if cmd == "report":
         return _report(args)
-    print("usage: msdm annotate {build,serve,report} ... (msdm annotate build --help)")
+    if cmd == "raters":
+        return _raters(args)
+    print("usage: msdm annotate {build,raters,serve,report} ... (msdm annotate build --help)")
     return 2
 
 
@@ -98,13 +112,38 @@ def _build(args) -> int:
     print(f"study written to {out}: {n} prompts{' in (original, rephrased) pairs' if study['paired'] else ''}, "
           f"models {', '.join(models)} behind letters "
           f"{', '.join(study['letters'])} ({args.mapping}), key in {args.key or out / 'key.json'} (never served)")
-    print(f"next: msdm annotate serve {out}")
+    print(f"next: msdm annotate raters {out} NAME ...   (a secret link per rater), then msdm annotate serve {out}")
+    return 0
+
+
+def _raters(args) -> int:
+    from msdm.annotate.store import AnswerError, RatingStore
+    from msdm.annotate.study import RATINGS_FILE, load_study
+    from msdm.errors import InputError
+
+    store = RatingStore(args.db or f"{args.study}/{RATINGS_FILE}", load_study(args.study))
+    if not args.names:
+        names = store.linked_raters()
+        print("\n".join(names) if names else f"no rater has a link yet: msdm annotate raters {args.study} NAME")
+        return 0
+    base = args.url if args.url.endswith("/") else args.url + "/"
+    for name in args.names:
+        try:
+            token = store.issue_link(name, reissue=args.reissue)
+        except AnswerError as e:
+            raise InputError(f"{e} (--reissue)" if "already has" in str(e) else str(e)) from None
+        print(f"{name}\t{base}r/{token}")
+    print("each link is shown once: send it to its rater privately (anyone holding it can rate as that rater)")
     return 0
 
 
 def _report(args) -> int:
-    from msdm.annotate.report import write_report
+    from pathlib import Path
 
+    from msdm.annotate.report import write_report
+    from msdm.io import check_output_dir
+
+    check_output_dir(args.out or Path(args.study) / "report", args.overwrite)
     out = write_report(args.study, key_path=args.key, db_path=args.db, out=args.out, extractor=args.extractor,
                        extractor_source=args.extractor_source, device=args.device, batch_size=args.batch_size,
                        exclude_raters=args.exclude_rater)

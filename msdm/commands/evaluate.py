@@ -10,7 +10,13 @@ HELP = ("Score generated images in the MEDVQA-GI layout (promptXXXX_imgYYYY.png)
 
 
 def add_arguments(parser) -> None:
+    from msdm.validation import arg_type
+
     parser.add_argument("generated", help="folder of prompt{p:04d}_img{i:04d}.png files (p, i 1-based)")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="score a generated folder a run did not finish (or that mixes runs) anyway, with a warning"
+                             " "
+                             "and the image count (default: refuse it)")
     parser.add_argument("--real-mapping", default=None,
                         help="JSON {str(prompt number): [real image ids]} (the challenge's real_mapping); required "
                              "unless --fid-only or --adherence")
@@ -21,7 +27,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image-column", default="image", help="dataset image column (default: image)")
     parser.add_argument("--id-column", default="img_id", help="dataset image-id column (default: img_id)")
     parser.add_argument("--prompts", help="prompts JSON {qa: {pair: [A, B]}}: checks the image count, names prompts")
-    parser.add_argument("--num-images-per-prompt", type=int, default=10, help="expected images per prompt (10)")
+    parser.add_argument("--num-images-per-prompt", type=arg_type("num_images_per_prompt"), default=10, help="expected images per prompt (10)")
     parser.add_argument("--biomedclip", default=None,
                         help="BiomedCLIP source: transformers id/folder (default ikim-uk-essen/BiomedCLIP_ViT_patch16_224)"
                              ", or open_clip hf-hub:… / local-dir:/path")
@@ -41,7 +47,7 @@ def add_arguments(parser) -> None:
                         help="folder for cached real-image features, keyed by data + extractor fingerprints "
                              "(default: $MSDM_CACHE_DIR/features or ~/.cache/msdm/features; 'none' disables)")
     parser.add_argument("--output", "-o", default=None, help="JSON result path (default: <generated>/metrics.json)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=arg_type("batch_size"), default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument("--adherence", action="store_true",
                         help="synthetic scenes: per-attribute accuracy of the images against their prompts (box, "
@@ -74,10 +80,17 @@ def _run_adherence(args) -> int:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
-    from msdm.errors import InputError
+    from msdm.errors import InputError, PathNotFoundError
+    from msdm.generators.writer import require_complete
 
+    if not Path(args.generated).is_dir():
+        raise PathNotFoundError(f"generated images folder not found: {args.generated}", args.generated)
+    warning = require_complete(args.generated, args.allow_incomplete)  # a killed run's folder is not a result
+    if warning:
+        print(warning, file=sys.stderr)
     if args.adherence:
         return _run_adherence(args)
     if not (args.real_images or args.real_dataset):

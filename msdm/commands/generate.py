@@ -12,6 +12,10 @@ and GPU ``LOCAL_RANK``. Independent processes (a SLURM array, machines without a
 --world-size W``. Either way each rank records its files in a hidden ``.provenance-rRofW.json``, and
 ``prompts.json`` + ``provenance.json`` are written once every share is done: by rank 0 after a barrier, or, without
 a process group, by whichever rank finishes last (it finds every share's record).
+
+A used ``--out`` is never mixed: the folder carries the fingerprint of its settings and prompts and a completion
+marker (:mod:`msdm.generators.writer`). The same command again resumes it (the images already there are kept), other
+settings are refused, and ``--overwrite`` replaces only what msdm wrote there.
 """
 
 NAME = "generate"
@@ -22,29 +26,35 @@ HELP = "generate images for a prompt file with a saved MSDM pipeline (challenge 
 def add_arguments(parser):
     from msdm.dtypes import DTYPE_CHOICES
     from msdm.generators.samplers import sampler_choices
+    from msdm.validation import arg_type, non_negative_int, positive_int
 
     parser.add_argument("--pipeline", required=True, help="MSDM pipeline folder (msdm export / quickstart output)")
     parser.add_argument("--prompts", required=True, help="prompt file: .txt (one per line), .json (list or challenge pairs), .csv")
-    parser.add_argument("--num-images", type=int, default=10, help="images per prompt (10 in the challenge)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--num-images", type=arg_type("num_images"), default=10,
+                        help="images per prompt (10 in the challenge)")
+    parser.add_argument("--out", required=True,
+                        help="output folder: new, or one this command wrote (the same settings resume it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the images of other settings in --out (only files msdm wrote are removed)")
     parser.add_argument("--seed", type=int, default=0, help="image k uses seed + k (reproducible image by image)")
     parser.add_argument("--sampler", default=None, choices=sampler_choices(),
                         help="override the pipeline's sampler (ddim = the reference; dpm++sde = fast, closest to it)")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=arg_type("steps"), default=None,
                         help="sampling steps (default: the sampler's, msdm.generators.samplers: 150 for ddim, 20 for "
                              "dpm++ / dpm++sde — the sampler given, else the pipeline's)")
-    parser.add_argument("--guidance-scale", type=float, default=None,
+    parser.add_argument("--guidance-scale", type=arg_type("guidance_scale"), default=None,
                         help="diffusers convention uncond + s*(cond-uncond); default: the pipeline folder's "
                              "config.guidance_scale (what its run sampled with; 4.5 = the reference's 3.5 for older "
                              "folders)")
-    parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1.0 = the reference)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--eta", type=arg_type("eta"), default=1.0, help="DDIM eta in [0, 1] (1.0 = the reference)")
+    parser.add_argument("--batch-size", type=arg_type("batch_size"), default=16)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES))
     parser.add_argument("--model-name", default=None,
                         help="model name written into the provenance (default: MSDM + the pipeline folder's name)")
-    parser.add_argument("--rank", type=int, default=None, help="this process's share (default: RANK / SLURM_PROCID, else 0)")
-    parser.add_argument("--world-size", type=int, default=None,
+    parser.add_argument("--rank", type=non_negative_int, default=None,
+                        help="this process's share (default: RANK / SLURM_PROCID, else 0)")
+    parser.add_argument("--world-size", type=positive_int, default=None,
                         help="number of shares (default: WORLD_SIZE / SLURM_NTASKS, else 1)")
 
 
@@ -59,6 +69,7 @@ def run(args) -> int:
     from msdm.pipeline import load_generator
     from msdm.progress import progress_bar
     from msdm.prompts import read_prompts
+    from msdm.validation import check_device
 
     prompts = read_prompts(args.prompts)
     env_rank, env_world, _ = env_rank_world()
@@ -70,6 +81,7 @@ def run(args) -> int:
     group = world > 1 and args.rank is None and "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ
     if group and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    check_device(args.device)
     generator = load_generator(args.pipeline, args.sampler, args.steps, args.guidance_scale, args.eta,
                                args.batch_size, args.device, args.dtype, args.model_name)
     info = {**generator.info(), "dtype": args.dtype, "resolution": int(generator.pipe.config.resolution),
@@ -77,14 +89,24 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     share = len(shard(range(len(prompts) * args.num_images), rank, world))
-    bar = progress_bar(total=share, desc=f"generate{f' (rank {rank}/{world})' if world > 1 else ''}", unit="img")
+    bars = []
+
+    def advance(n: int) -> None:  # the bar starts with the first images: a refused --out prints only its error
+        if not bars:
+            bars.append(progress_bar(total=share, desc=f"generate{f' (rank {rank}/{world})' if world > 1 else ''}",
+                                     unit="img"))
+        bars[0].update(n)
+
     n = write_challenge_folder(generator, prompts, args.out, args.num_images, args.seed, rank, world,
-                               args.batch_size, info=info, progress=bar.update,
-                               barrier=torch.distributed.barrier if group else None)
-    bar.close()
+                               args.batch_size, info=info, progress=advance,
+                               barrier=torch.distributed.barrier if group else None, overwrite=args.overwrite)
+    for bar in bars:
+        bar.close()
     if group:
         torch.distributed.destroy_process_group()
     dt = time.perf_counter() - t0
     who = f" (rank {rank} of {world})" if world > 1 else ""
-    print(f"wrote {n} images for {len(prompts)} prompts to {args.out}{who} in {dt:.1f} s ({n / max(dt, 1e-9):.2f} img/s)")
+    kept = f"; {share - n} already there from an earlier run of the same settings" if n < share else ""
+    print(f"wrote {n} images for {len(prompts)} prompts to {args.out}{who} in {dt:.1f} s ({n / max(dt, 1e-9):.2f} "
+          f"img/s{kept})")
     return 0

@@ -1,6 +1,7 @@
 """``msdm provenance FILE_OR_DIR``: print and verify the provenance of generated images (see :mod:`msdm.provenance`).
 
-Exit status 0 when everything checks out, 1 when a file is modified, missing, extra or has no record.
+Exit status 0 when everything checks out, 1 when a file is modified, missing, extra or has no record, or when a
+generated folder is incomplete (a run that did not finish) or mixed (images of another run's settings).
 """
 
 NAME = "provenance"
@@ -24,12 +25,12 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
+    from msdm.errors import PathNotFoundError
     from msdm.provenance import read_manifest, verify
 
     path = Path(args.path)
     if not path.exists():
-        print(f"{path}: no such file or folder")
-        return 2
+        raise PathNotFoundError(f"{path}: no such file or folder ({path.absolute()})", path)
     rep = verify(path)
     if args.json:
         print(json.dumps({"path": str(path), "ok": rep.ok, "checked": rep.checked,

@@ -30,7 +30,10 @@ PROMPTS = [p for pair in PAIRS.values() for p in pair]
 def add_arguments(parser):
     from msdm.generators.samplers import sampler_choices
 
-    parser.add_argument("--out", default="msdm_quickstart", help="output folder (default: ./msdm_quickstart)")
+    parser.add_argument("--out", default="msdm_quickstart",
+                        help="output folder (default: ./msdm_quickstart); must be new or empty unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it is a folder msdm wrote (a folder with anything else is refused)")
     parser.add_argument("--data", default="kvasir", choices=["kvasir", "synthetic"],
                         help="kvasir (default): the 698 real Kvasir-SEG frames shipped with msdm (64 px, CC BY 4.0; 200 "
                              "held out for scoring); synthetic: the embedded synthetic scenes")
@@ -128,7 +131,8 @@ def run(args) -> int:
     from datamodules.synthetic import SyntheticGIDataModule
     from lightning_modules import MSDMUNetModule, MSDMVAEModule
     from lightning_modules.callbacks.images import SampleGrid
-    from msdm.io import write_json
+    from msdm.errors import InputError
+    from msdm.io import claim_output_dir, write_json, write_output_marker
     from msdm.provenance import save_grid
 
     if getattr(args, "data", "synthetic") == "kvasir":
@@ -144,7 +148,10 @@ def run(args) -> int:
 
         args.sample_steps = default_steps(args.sampler)
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if args.vae_ckpt and out in Path(args.vae_ckpt).resolve().parents:
+        raise InputError(f"--vae-ckpt {args.vae_ckpt} is inside --out {args.out}, which the quickstart writes "
+                         "afresh: copy the checkpoint elsewhere or choose another --out")
+    claim_output_dir(out, args.overwrite, writer="msdm quickstart")
     times = {}
     pl.seed_everything(args.seed, verbose=False)
 
@@ -219,6 +226,7 @@ def run(args) -> int:
         unet_trainer.logger.experiment.add_scalar("adherence/mean_gap", paired["mean_gap"], unet_trainer.global_step)
     unet_trainer.logger.experiment.flush()
     times["export+samples"] = time.perf_counter() - t
+    write_output_marker(out, writer="msdm quickstart")  # complete: every file in it listed as msdm's
 
     total = sum(times.values())
     print("\nmsdm quickstart finished")

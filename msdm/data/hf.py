@@ -8,7 +8,8 @@ Local copies (all give the same columns as the hub dataset):
 * an ``imagefolder`` with ``metadata.jsonl`` / ``metadata.csv`` (column ``file_name`` + the caption columns).
 
 A hub id is looked up in the local cache when offline; a miss raises
-:class:`msdm.hub.MissingWeightsError` with the command that makes it available offline.
+:class:`msdm.hub.MissingWeightsError` with the command that makes it available offline. A ``datasets.Dataset`` or
+``DatasetDict`` already in memory (built in a notebook) is used as it is.
 """
 
 from __future__ import annotations
@@ -49,10 +50,38 @@ def _parquet_files(root: Path) -> dict[str, list[str]] | list[str] | None:
     return [str(f) for f in files]
 
 
-def load_hf(name_or_path: str | os.PathLike, split: str | None = None):
-    """A ``Dataset`` (``split`` given) or ``DatasetDict`` from a hub id or a local copy (module docstring)."""
+def is_in_memory_dataset(obj) -> bool:
+    """A ``datasets.Dataset`` / ``DatasetDict`` object (not a path or id naming one)."""
+    if obj is None or isinstance(obj, (str, os.PathLike)):
+        return False
     import datasets
 
+    return isinstance(obj, (datasets.Dataset, datasets.DatasetDict))
+
+
+def describe_source(obj) -> str:
+    """How to name a data source in messages: the path or id, or ``Dataset(rows, columns)`` for an object."""
+    if is_in_memory_dataset(obj):
+        import datasets
+
+        if isinstance(obj, datasets.Dataset):
+            return f"the in-memory Dataset ({obj.num_rows} rows, columns {obj.column_names})"
+        return f"the in-memory DatasetDict (splits {list(obj)})"
+    return str(obj)
+
+
+def load_hf(name_or_path, split: str | None = None):
+    """A ``Dataset`` (``split`` given) or ``DatasetDict`` from a hub id, a local copy (module docstring), or an
+    in-memory ``Dataset`` / ``DatasetDict`` (returned as it is)."""
+    import datasets
+
+    if is_in_memory_dataset(name_or_path):
+        return select_split(name_or_path, split, describe_source(name_or_path)) if split else name_or_path
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        from msdm.errors import InputError
+
+        raise InputError(f"a dataset is a path, a hub id or a datasets.Dataset / DatasetDict, not a "
+                         f"{type(name_or_path).__name__}")
     s = os.path.expanduser(str(name_or_path))
     if is_local(s):
         p = Path(s)

@@ -142,11 +142,29 @@ def _no_decode():
     return Image(decode=False)
 
 
+def guess_hf_columns(ds, image_column: str | None, caption_column: str | None, where: str = "dataset",
+                     need_caption: bool = True) -> tuple[str, str | None]:
+    """The image and caption columns of a Hugging Face ``Dataset``: the ones given (they must exist), else guessed
+    as for a table — the image column is the column of the ``Image`` feature type (if exactly one), else the first
+    of :data:`IMAGE_COLUMN_GUESSES`; the caption column the first of :data:`CAPTION_COLUMN_GUESSES` (``caption``,
+    ``text``, ``prompt``, ...)."""
+    cols = list(ds.column_names)
+    if image_column is None:
+        typed = [c for c in cols if type(ds.features.get(c)).__name__ == "Image"]
+        if len(typed) == 1:
+            image_column = typed[0]
+    image_column = guess_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image_column", where)
+    if not need_caption:
+        return image_column, None
+    caption_column = guess_column(cols, caption_column, CAPTION_COLUMN_GUESSES, "caption_column", where)
+    return image_column, caption_column
+
+
 def records_from_hf(
     ds,
     report: SkipReport,
-    image_column: str = "image",
-    caption_column: str = "caption",
+    image_column: str | None = "image",
+    caption_column: str | None = "caption",
     id_column: str | None = None,
     captions: dict[str, list[str]] | None = None,
     where: str = "dataset",
@@ -155,8 +173,12 @@ def records_from_hf(
 
     Captions come from ``caption_column`` (several rows per image are grouped) or, with ``captions``
     (``{image id: [caption, ...]}``), from that map: images absent from the map are counted as ``no_caption``
-    and captions whose image is absent as ``missing``.
+    and captions whose image is absent as ``missing``. A column given as ``None`` is guessed
+    (:func:`guess_hf_columns`).
     """
+    if image_column is None or (caption_column is None and captions is None):
+        image_column, guessed = guess_hf_columns(ds, image_column, caption_column, where, captions is None)
+        caption_column = guessed if captions is None else caption_column
     cols = list(ds.column_names)
     wanted = {"image_column": image_column}
     if captions is None:

@@ -14,29 +14,36 @@
 and the benches go through this package. A new generator is one adapter class here (``generate`` + ``info``).
 """
 
-from msdm.generators.base import SEED_RULE, Generator, batched, prompt_major, seeded_generators
-from msdm.generators.lora import StockPipelineGenerator, load_lora_generator
-from msdm.generators.module import ModuleGenerator
-from msdm.generators.msdm_pipeline import MSDMGenerator
-from msdm.generators.render import RenderGenerator
-from msdm.generators.samplers import (
-    SAMPLERS,
-    Sampler,
-    default_steps,
-    make_sampler,
-    register_sampler,
-    sampler_choices,
-    sampler_name,
-)
-from msdm.generators.sharding import default_device, env_rank_world, expand_prompts, shard
-from msdm.generators.writer import (
-    ChallengeFolderWriter,
-    finish_sharded_output,
-    folder_complete,
-    images_to_uint8,
-    shard_record_path,
-    write_challenge_folder,
-)
+# Names are imported on first use (PEP 562): `from msdm.generators.samplers import sampler_choices` in a command's
+# options must not load torch, diffusers and every adapter (issue 23: `msdm --help` within 3 s).
+_HOMES = {
+    "base": ("SEED_RULE", "Generator", "batched", "prompt_major", "seeded_generators"),
+    "lora": ("StockPipelineGenerator", "load_lora_generator"),
+    "module": ("ModuleGenerator",),
+    "msdm_pipeline": ("MSDMGenerator",),
+    "render": ("RenderGenerator",),
+    "samplers": ("SAMPLERS", "Sampler", "default_steps", "make_sampler", "register_sampler", "sampler_choices",
+                 "sampler_name"),
+    "sharding": ("default_device", "env_rank_world", "expand_prompts", "shard"),
+    "writer": ("ChallengeFolderWriter", "finish_sharded_output", "folder_complete", "images_to_uint8",
+               "shard_record_path", "write_challenge_folder"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_HOME])
+
 
 __all__ = [
     "SAMPLERS", "SEED_RULE", "ChallengeFolderWriter", "Generator", "MSDMGenerator", "ModuleGenerator",

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
-
-from msdm.diffusion import REFERENCE_STEPS, TRAIN_SCHEDULER_CONFIG
+# diffusers (and torch) are imported by the factories, not here: every command's --sampler choices come from this
+# table, and `msdm --help` must not wait seconds for them (issue 23: start-up within 3 s).
+REFERENCE_STEPS = 150  # Prompt to Polyp §4.2.1: DDIM, 150 steps (= msdm.diffusion.REFERENCE_STEPS; a test checks it)
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,34 @@ class Sampler:
 
 
 def _ddim(config: dict):
+    from diffusers import DDIMScheduler
+
     return DDIMScheduler.from_config({**config, "timestep_spacing": "linspace", "set_alpha_to_one": True})
 
 
 def _dpm(config: dict):
+    from diffusers import DPMSolverMultistepScheduler
+
     return DPMSolverMultistepScheduler.from_config(
         {**config, "algorithm_type": "dpmsolver++", "use_karras_sigmas": False, "solver_order": 2,
          "timestep_spacing": "linspace", "final_sigmas_type": "zero", "lower_order_final": True})
 
 
 def _dpm_sde(config: dict):
+    from diffusers import DPMSolverMultistepScheduler
+
     return DPMSolverMultistepScheduler.from_config(
         {**config, "algorithm_type": "sde-dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
          "final_sigmas_type": "zero", "lower_order_final": True,
          # Karras sigmas spend more steps at low noise: on the quickstart model 3.3x closer to DDIM-150 than linspace
          # sigmas at 10 steps, 1.4x at 20 (docs/benchmarks.md, Fast sampling)
          "use_karras_sigmas": True})
+
+
+def _diffusers(name: str):
+    import diffusers
+
+    return getattr(diffusers, name)
 
 
 def _is(cls_name: str, sde: bool | None = None):
@@ -69,9 +81,9 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
     Sampler("dpm++sde", _dpm_sde, 20, "SDE-DPM-Solver++ (2M), stochastic like the reference's DDIM eta = 1: the fast "
             "sampler closest to DDIM-150's images (docs/benchmarks.md)", aliases=("sde-dpmsolver++",),
             matches=_is("DPMSolverMultistepScheduler", sde=True)),
-    Sampler("ddpm", lambda c: DDPMScheduler.from_config({**c, "timestep_spacing": "linspace"}), REFERENCE_STEPS,
-            "DDPM, ancestral", matches=_is("DDPMScheduler")),
-    Sampler("euler", lambda c: EulerDiscreteScheduler.from_config({**c, "timestep_spacing": "linspace"}),
+    Sampler("ddpm", lambda c: _diffusers("DDPMScheduler").from_config({**c, "timestep_spacing": "linspace"}),
+            REFERENCE_STEPS, "DDPM, ancestral", matches=_is("DDPMScheduler")),
+    Sampler("euler", lambda c: _diffusers("EulerDiscreteScheduler").from_config({**c, "timestep_spacing": "linspace"}),
             REFERENCE_STEPS, "Euler discrete", matches=_is("EulerDiscreteScheduler")),
 )}
 
@@ -95,6 +107,8 @@ def get_sampler(name: str) -> Sampler:
 
 def make_sampler(name: str, config: dict | None = None):
     """A diffusers scheduler for sampler ``name`` that shares the training noise schedule ``config``."""
+    from msdm.diffusion import TRAIN_SCHEDULER_CONFIG
+
     config = dict(config or TRAIN_SCHEDULER_CONFIG)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     return get_sampler(name).build(config)

@@ -7,8 +7,9 @@ lives under a *fingerprint* of whatever produced the values (encoder id and conf
 changing the encoder can never serve stale entries.
 
 Storage: in memory (``directory=None``) or on disk as safetensors shards under ``directory/<fingerprint>/``.
-Each rank appends its own shards (``shard-r{rank}-{n}.safetensors``), written atomically (temporary file, then
-rename), so DDP ranks never write the same file and a killed run leaves only whole shards. Reads are lazy
+Each writer appends its own shards (``shard-r{rank}-w{writer}-{n}.safetensors``: ``writer`` is random per cache
+object), written atomically (temporary file, then rename), so neither DDP ranks nor two processes of the same rank
+(two ``msdm cache`` runs on one folder) ever write the same file, and a killed run leaves only whole shards. Reads are lazy
 (memory-mapped ``safe_open``): a FLUX T5 cache of many GB is never held in RAM.
 
 Generic by design: values are any ``dict[str, Tensor]`` per sample; :meth:`EmbeddingCache.get_or_compute` takes a
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,7 +31,8 @@ import torch
 
 from msdm.io import atomic_file, write_json
 
-_SHARD_RE = re.compile(r"^shard-r(\d+)-(\d+)\.safetensors$")
+# shard-r000-w1a2b3c4d-000000.safetensors (and shard-r000-000000.safetensors of caches written before the writer id)
+_SHARD_RE = re.compile(r"^shard-r(\d+)-(?:w([0-9a-f]+)-)?(\d+)\.safetensors$")
 
 
 def fingerprint(**parts) -> str:
@@ -88,6 +91,8 @@ class EmbeddingCache:
         self._index: dict[str, tuple[Path, list[str]]] = {}  # key -> (shard, tensor names)
         self._handles: dict[Path, object] = {}
         self._next_shard = 0
+        self.writer = secrets.token_hex(4)  # this object's shard names are its own, whoever else writes here
+        self.written: list[str] = []  # names of the shards this object wrote
         self.directory = None if directory is None else Path(directory) / self.fingerprint
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -121,8 +126,6 @@ class EmbeddingCache:
             m = _SHARD_RE.match(path.name)
             if not m:  # temporary files of interrupted writes start with '.' and never match
                 continue
-            if int(m.group(1)) == self.rank:
-                self._next_shard = max(self._next_shard, int(m.group(2)) + 1)
             if path in self._handles:
                 continue
             f = safe_open(str(path), framework="pt", device="cpu")
@@ -146,15 +149,21 @@ class EmbeddingCache:
         tensors = {f"{k}/{field}": t for k, entry in self._pending.items() for field, t in entry.items()}
         meta = {"fingerprint": self.fingerprint,
                 "entries": json.dumps([[k, *self._pending_meta[k]] for k in self._pending])}
-        path = self.directory / f"shard-r{self.rank:03d}-{self._next_shard:06d}.safetensors"
+        path = self.directory / f"shard-r{self.rank:03d}-w{self.writer}-{self._next_shard:06d}.safetensors"
         self._next_shard += 1
         with atomic_file(path, "wb") as fh:
             fh.write(save(tensors, metadata=meta))
+        self.written.append(path.name)
         self._pending.clear()
         self._pending_meta.clear()
         self._pending_bytes = 0
         self.refresh()
         return path
+
+    def shard_of(self, sample_id: str, text: str = "") -> str | None:
+        """The name of the shard holding ``(sample_id, text)`` on disk (None: not on disk, or only pending)."""
+        hit = self._index.get(self.key(sample_id, text))
+        return None if hit is None else hit[0].name
 
     # ---------------------------------------------------------------- get / put
     def get(self, sample_id: str, text: str = "") -> dict[str, torch.Tensor] | None:

@@ -75,6 +75,10 @@ def vae_scaling_factor(source: str) -> float:
                 return float(json.loads(cfg.read_text()).get("scaling_factor", 1.0) or 1.0)
         return 1.0
     ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # memory-mapped: weights stay on disk
+    from msdm.models.loading import EMBEDDED_VAE
+
+    if EMBEDDED_VAE in ckpt:  # a U-Net checkpoint's copy of its VAE
+        return float(ckpt[EMBEDDED_VAE]["config"].get("scaling_factor", 1.0) or 1.0)
     overrides = (ckpt.get("hyper_parameters", {}) or {}).get("vae_overrides") or {}
     return float(overrides.get("scaling_factor", 1.0) or 1.0)
 

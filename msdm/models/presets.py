@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from msdm.errors import InputError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -73,7 +75,8 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown MSDM preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise InputError(f"unknown MSDM preset {name!r}: choose one of {', '.join(sorted(PRESETS))} "
+                         "(msdm presets lists them)") from None
 
 
 def build_vae(preset: str | Preset, **overrides):
@@ -94,11 +97,39 @@ def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def preset_parameter_table(text_embed_dims: dict[str, int] | None = None) -> list[dict]:
+CACHE_FILE = "preset_parameters.json"  # in msdm/assets: the table for the default text sizes
+
+
+def presets_fingerprint() -> str:
+    """SHA-256 of every preset's definition: the cached table is used only for exactly these presets."""
+    import hashlib
+
+    return hashlib.sha256(repr([get_preset(n) for n in sorted(PRESETS)]).encode()).hexdigest()[:16]
+
+
+def _cached_table() -> list[dict] | None:
+    import json
+    from importlib import resources
+
+    try:
+        cached = json.loads(resources.files("msdm").joinpath("assets", CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return cached["rows"] if cached.get("fingerprint") == presets_fingerprint() else None
+
+
+def preset_parameter_table(text_embed_dims: dict[str, int] | None = None, use_cache: bool = True) -> list[dict]:
     """Parameter counts per preset and component, built on the meta device (no memory, no weights).
 
-    ``text_embed_dims`` maps preset name → text hidden size (default: 768 for ``paper``, 384 otherwise).
+    ``text_embed_dims`` maps preset name → text hidden size (default: 768 for ``paper``, 384 otherwise). For the
+    default sizes the table comes from ``msdm/assets/preset_parameters.json`` when it was computed from exactly these
+    presets (:func:`presets_fingerprint`), so ``msdm presets`` does not import torch and diffusers to print it;
+    ``tests/test_models.py`` recomputes it from the models (``python -m msdm.models.presets`` rewrites it).
     """
+    if use_cache and not text_embed_dims:
+        cached = _cached_table()
+        if cached is not None:
+            return cached
     import torch
 
     dims = {"paper": 768, **(text_embed_dims or {})}
@@ -115,3 +146,13 @@ def preset_parameter_table(text_embed_dims: dict[str, int] | None = None) -> lis
             )
         )
     return rows
+
+
+if __name__ == "__main__":  # python -m msdm.models.presets: rewrite the cached table (after changing a preset)
+    import json
+    from pathlib import Path
+
+    out = Path(__file__).resolve().parents[1] / "assets" / CACHE_FILE
+    out.write_text(json.dumps({"fingerprint": presets_fingerprint(), "rows": preset_parameter_table(use_cache=False)},
+                              indent=1) + "\n")
+    print(f"wrote {out}")

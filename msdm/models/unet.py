@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import AttentionMixin
+from diffusers.models.attention_processor import Attention, AttnProcessor
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
@@ -45,8 +47,13 @@ class _Stage(nn.Module):
         return self.resample(x) if self.resample is not None else x
 
 
-class MSDMUNet(ModelMixin, ConfigMixin):
+class MSDMUNet(ModelMixin, AttentionMixin, ConfigMixin):
     """ε-predicting U-Net over VAE latents, conditioned on text token states.
+
+    Every attention layer is a diffusers :class:`~diffusers.models.attention_processor.Attention`, and the model has
+    diffusers' attention-processor API (``attn_processors``, ``set_attn_processor``, ``set_default_attn_processor``,
+    ``set_attention_slice``), so ``pipe.enable_attention_slicing()`` and custom processors work as with diffusers'
+    own U-Nets.
 
     Args:
         in_channels / out_channels: latent channels (8).
@@ -121,6 +128,34 @@ class MSDMUNet(ModelMixin, ConfigMixin):
         self.up_blocks = nn.ModuleList(up)
 
         self.conv_out = zero_module(nn.Conv2d(ch[0], out_channels, 1))
+
+    # ------------------------------------------------------------------ attention processors (diffusers' API)
+    def set_default_attn_processor(self) -> None:
+        """The plain (non-SDPA) attention everywhere, as diffusers' models do; used by reproducibility tests."""
+        self.set_attn_processor(AttnProcessor())
+
+    def set_attention_slice(self, slice_size: str | int | None = "auto") -> None:
+        """Compute attention in slices of ``slice_size`` (batch × head) rows to save memory.
+
+        ``"auto"``: half of each layer's heads per slice; ``"max"``: one row at a time; an int: that many rows (a layer
+        with fewer heads takes all of them in one slice); ``None``: back to the default processor. Called by
+        ``DiffusionPipeline.enable_attention_slicing`` / ``disable_attention_slicing``.
+        """
+        for module in self.modules():
+            if not isinstance(module, Attention):
+                continue
+            heads = module.sliceable_head_dim
+            if slice_size is None:
+                size = None
+            elif slice_size == "auto":
+                size = max(1, heads // 2)
+            elif slice_size == "max":
+                size = 1
+            elif isinstance(slice_size, int) and slice_size >= 1:
+                size = min(slice_size, heads)
+            else:
+                raise ValueError(f"slice_size must be 'auto', 'max', a positive int or None, got {slice_size!r}")
+            module.set_attention_slice(size)
 
     def _ckpt(self, fn, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():

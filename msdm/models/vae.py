@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.autoencoders.vae import AutoencoderMixin, DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
@@ -33,8 +33,14 @@ class MSDMVAEOutput(BaseOutput):
     posterior: DiagonalGaussianDistribution
 
 
-class MSDMVAE(ModelMixin, ConfigMixin):
+class MSDMVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     """Convolutional VAE, f = 2^(len(block_out_channels) - 1), GroupNorm + SiLU residual blocks, no attention.
+
+    diffusers' memory options work as for ``AutoencoderKL`` (``pipe.enable_vae_slicing()`` / ``enable_vae_tiling()``
+    or ``vae.enable_slicing()`` / ``enable_tiling()``): *slicing* encodes and decodes a batch one image at a time
+    (the same result: every layer works per image); *tiling* encodes and decodes overlapping tiles of
+    ``tile_sample_min_size`` pixels and blends the overlaps linearly — an approximation (GroupNorm statistics are per
+    tile) that makes large images fit.
 
     Args:
         in_channels / out_channels: image channels (3 for RGB; 1 for single-channel radiology).
@@ -82,6 +88,11 @@ class MSDMVAE(ModelMixin, ConfigMixin):
         # Deep-supervision heads read the decoder features *entering* level i (i = 1 .. deep_supervision),
         # i.e. at 1/2^i of the output resolution (reference: ``outc_ver``).
         self.out_ds = nn.ModuleList([zero_module(nn.Conv2d(ch[i], out_channels, 1)) for i in range(1, deep_supervision + 1)])
+        # diffusers' memory options (AutoencoderMixin.enable_slicing / enable_tiling set these)
+        self.use_slicing = False
+        self.use_tiling = False
+        self.tile_sample_min_size = 256  # pixels; tiles of tile_sample_min_size // f latents
+        self.tile_overlap_factor = 0.25
 
     # ------------------------------------------------------------------ encoder
     def _run(self, block, *args):
@@ -89,12 +100,25 @@ class MSDMVAE(ModelMixin, ConfigMixin):
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def encode(self, x: torch.Tensor, return_dict: bool = True):
+    def _moments(self, x: torch.Tensor) -> torch.Tensor:
         h = self._run(self.enc_in, x)
         for down, res in zip(self.enc_down, self.enc_res):
             h = self._run(res, down(h))
-        posterior = DiagonalGaussianDistribution(self.enc_out(h))  # log-variance clamped to [-30, 20]
+        return self.enc_out(h)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        if self.use_slicing and x.shape[0] > 1:
+            moments = torch.cat([self._encode_one(xi) for xi in x.split(1)])
+        else:
+            moments = self._encode_one(x)
+        posterior = DiagonalGaussianDistribution(moments)  # log-variance clamped to [-30, 20]
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    def _encode_one(self, x: torch.Tensor) -> torch.Tensor:
+        f, tile = self.downscale_factor, self.tile_sample_min_size
+        if self.use_tiling and max(x.shape[-2:]) > tile:
+            return _tiled(self._moments, x, tile, self.tile_overlap_factor, 1 / f, 2 * self.config.latent_channels)
+        return self._moments(x)
 
     # ------------------------------------------------------------------ decoder
     def _decode(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -107,8 +131,18 @@ class MSDMVAE(ModelMixin, ConfigMixin):
         return self.out(h), [extra[i] for i in sorted(extra)]
 
     def decode(self, z: torch.Tensor, return_dict: bool = True):
-        sample, _ = self._decode(z)
+        if self.use_slicing and z.shape[0] > 1:
+            sample = torch.cat([self._decode_one(zi) for zi in z.split(1)])
+        else:
+            sample = self._decode_one(z)
         return DecoderOutput(sample=sample) if return_dict else (sample,)
+
+    def _decode_one(self, z: torch.Tensor) -> torch.Tensor:
+        f = self.downscale_factor
+        tile = max(1, self.tile_sample_min_size // f)
+        if self.use_tiling and max(z.shape[-2:]) > tile:
+            return _tiled(lambda t: self._decode(t)[0], z, tile, self.tile_overlap_factor, f, self.config.out_channels)
+        return self._decode(z)[0]
 
     def forward(
         self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
@@ -121,6 +155,42 @@ class MSDMVAE(ModelMixin, ConfigMixin):
     @property
     def downscale_factor(self) -> int:
         return 2 ** (len(self.config.block_out_channels) - 1)
+
+
+def _tiled(fn, x: torch.Tensor, tile: int, overlap: float, scale: float, out_channels: int) -> torch.Tensor:
+    """Apply ``fn`` (which maps ``[B, C, h, w]`` to ``[B, out_channels, h·scale, w·scale]``) to overlapping
+    ``tile``×``tile`` tiles of ``x`` and blend: each output pixel is the average of the tiles covering it, weighted
+    by a ramp that falls to the tile's borders (inside the overlap), so seams fade instead of showing as edges."""
+    b, _, h, w = x.shape
+    stride = max(1, int(tile * (1 - overlap)))
+
+    def starts(n):
+        s = list(range(0, max(n - tile, 0) + 1, stride))
+        if s[-1] + tile < n:
+            s.append(n - tile)  # the last tile ends at the border
+        return s
+
+    out_h, out_w = round(h * scale), round(w * scale)
+    out = x.new_zeros(b, out_channels, out_h, out_w)
+    weight = x.new_zeros(1, 1, out_h, out_w)
+    for i in starts(h):
+        for j in starts(w):
+            y = fn(x[:, :, i:i + tile, j:j + tile])
+            th, tw = y.shape[-2:]
+            ramp = _ramp(th, int(th * overlap / 2) or 1, x)[:, None] * _ramp(tw, int(tw * overlap / 2) or 1, x)[None, :]
+            oi, oj = round(i * scale), round(j * scale)
+            out[:, :, oi:oi + th, oj:oj + tw] += y * ramp
+            weight[:, :, oi:oi + th, oj:oj + tw] += ramp
+    return out / weight
+
+
+def _ramp(n: int, edge: int, like: torch.Tensor) -> torch.Tensor:
+    """Weights 1 inside, rising linearly over ``edge`` pixels at both ends (never 0: every pixel is covered)."""
+    r = torch.ones(n, dtype=like.dtype, device=like.device)
+    steps = (torch.arange(edge, dtype=like.dtype, device=like.device) + 1) / (edge + 1)
+    r[:edge] = steps
+    r[n - edge:] = torch.minimum(r[n - edge:], steps.flip(0))
+    return r
 
 
 @torch.no_grad()

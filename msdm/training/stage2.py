@@ -107,8 +107,11 @@ class Stage2(FrozenParts):
 
     def _check_latent_channels(self, channels: int) -> None:
         if channels != self.unet.config.in_channels:
-            raise ValueError(f"VAE latent channels ({channels}) != U-Net in_channels ({self.unet.config.in_channels}): "
-                             f"the VAE does not belong to preset {self.hparams.preset!r}")
+            from msdm.errors import InputError  # the user's choice of VAE: one line in the CLI, exit 2
+
+            raise InputError(f"the VAE {self.hparams.vae} has {channels} latent channels but preset "
+                             f"{self.hparams.preset!r}'s U-Net takes {self.unet.config.in_channels}: give the VAE trained "
+                             f"for this preset (--model.init_args.vae), or the preset of this VAE")
 
     def _apply(self, fn, *args, **kwargs):
         self._prompt_encoder = None  # moved or cast: memoised encodings would be on the old device/dtype

@@ -164,7 +164,9 @@ def materialize(spec: GeneratorSpec, prompts: list[str], out: Path, num_images: 
                                       base_models, generate_args, call_kwargs)
     from msdm.generators import write_challenge_folder as write
 
-    write(generator, prompts, out, num_images, seed, rank, world, batch_size, info=info)
+    # out is msdm utility's own working folder: other settings than its record's replace it (what msdm wrote only)
+    write(generator, prompts, out, num_images, seed, rank, world, batch_size, info=info, overwrite=True,
+          writer="msdm utility")
     if world > 1:
         wait_complete(out, prompts, num_images)
     if rank == 0:

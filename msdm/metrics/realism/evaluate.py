@@ -40,11 +40,20 @@ __all__ = [
 ]
 
 
-def parse_generated_folder(folder: str | os.PathLike) -> dict[int, list[Path]]:
-    """``{prompt number: [image paths]}`` exactly as the script groups them (sorted names, all ``.png`` files)."""
+def parse_generated_folder(folder: str | os.PathLike, plain_ok: bool = False) -> dict[int, list[Path]]:
+    """``{prompt number: [image paths]}`` exactly as the script groups them (sorted names, all ``.png`` files).
+
+    ``plain_ok`` (FID alone needs no prompts): a folder with no image in the challenge layout is one group ``{0:
+    every image file}`` (png, jpg, ...), so ``msdm evaluate --fid-only`` compares any two folders of images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PathNotFoundError(f"generated images folder not found: {folder}", folder)
+    if plain_ok and not _any_challenge_name(folder):
+        images = list_images(folder)
+        if not images:
+            raise InputError(f"no .png images in {folder}, nor any other image file (--fid-only reads jpg, bmp, webp, "
+                             "tif too)")
+        return {0: images}
     groups: dict[int, list[Path]] = {}
     for name in sorted(f for f in os.listdir(folder) if f.endswith(".png")):
         try:
@@ -56,6 +65,14 @@ def parse_generated_folder(folder: str | os.PathLike) -> dict[int, list[Path]]:
     if not groups:
         raise InputError(f"no .png images in {folder}: expected prompt0001_img0001.png ... (msdm generate writes them)")
     return groups
+
+
+def _any_challenge_name(folder: Path) -> bool:
+    """Some image of ``folder`` is a ``prompt{p}_img{i}.png``: the folder is meant to be in the challenge layout (a
+    stray ``.png`` in it is then an error, as in the script)."""
+    import re
+
+    return any(re.match(r"^prompt\d+_img\d+\.png$", p.name) for p in list_images(folder))
 
 
 def _read_json(path: str | os.PathLike, what: str):
@@ -231,7 +248,7 @@ def evaluate_generated(
     if biomedclip is not None and real_mapping is None:
         raise InputError("the challenge metrics need a real mapping {prompt number: [real image ids]} (--real-mapping)"
                          "; use --fid-only for FID alone")
-    groups = parse_generated_folder(generated)
+    groups = parse_generated_folder(generated, plain_ok=biomedclip is None and prompts is None)
     num_files = sum(len(v) for v in groups.values())
     if prompts is not None and num_files != len(prompts) * num_images_per_prompt:
         raise InputError(  # the script: assert len(saved_files) == expected_count
@@ -240,7 +257,7 @@ def evaluate_generated(
         )
     result = {
         "scores": {},
-        "num_prompts_found": len(groups),
+        "num_prompts_found": len(groups) if 0 not in groups else 0,  # 0: a plain folder (FID only)
         "num_images": num_files,
         "reference_compatible": bool(reference_compatible),
         "single_real": single_real,
@@ -294,5 +311,6 @@ def format_table(result: Mapping) -> str:
                 f"{', reference_compatible: first half only' if result['reference_compatible'] else ''}), "
                 f"{result['num_images']} images")
     else:
-        note = f"FID only: {result['num_images']} images of {result['num_prompts_found']} prompts against all real images"
+        of = f" of {result['num_prompts_found']} prompts" if result["num_prompts_found"] else " (a plain folder)"
+        note = f"FID only: {result['num_images']} images{of} against all real images"
     return "\n".join([head, sep, row, "", note])
