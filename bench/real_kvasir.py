@@ -80,7 +80,7 @@ class Data:
         self.train_frames, self.held_frames = [frames[i] for i in tr], [frames[i] for i in te]
         full = FactFramesDataset(self.held_frames, resolution=resolution, caption_facts=99, procedure="colonoscopy",
                                  fixed=True)
-        self.held_prompts = [full.caption(i) for i in range(len(full))]  # every true fact of the frame
+        self.held_prompts = [full.full_caption(i) for i in range(len(full))]  # every true fact of the frame
         self.held_images = torch.stack([full[i]["pixel_values"] for i in range(len(full))]).add(1).div(2)
         tr_ds = FactFramesDataset(self.train_frames, resolution=resolution, procedure="colonoscopy", fixed=True)
         self.train_images = torch.stack([tr_ds[i]["pixel_values"] for i in range(len(tr_ds))]).add(1).div(2)
@@ -216,11 +216,11 @@ def settings_for(recipe_name: str, first_seed: bool, snapshot_unet) -> list[dict
         s = [{"name": "paper: ddim-150 g4.5"}]
         return s + ([{"name": "paper: dpm++sde-20 g4.5", "sampler": "dpm++sde", "num_inference_steps": 20}]
                     if first_seed else [])
-    s = [{"name": "msdm default"}, {"name": "g1", "guidance_scale": 1.0}, {"name": "g3", "guidance_scale": 3.0}]
+    s = [{"name": "msdm default"}, {"name": "g1", "guidance_scale": 1.0}]
     if first_seed:
-        s += [{"name": "g5", "guidance_scale": 5.0},
-              {"name": "g5 interval 200-800", "guidance_scale": 5.0, "guidance_interval": (200, 800)},
-              {"name": "g3 rescale 0.7", "guidance_scale": 3.0, "guidance_rescale": 0.7},
+        s += [{"name": "g3", "guidance_scale": 3.0}]
+    if first_seed:
+        s += [{"name": "g3 interval 200-800", "guidance_scale": 3.0, "guidance_interval": (200, 800)},
               {"name": "ddpm-100 default g", "sampler": "ddpm", "num_inference_steps": 100}]
         if snapshot_unet is not None:
             s += [{"name": "autoguidance g2 (EMA at half)", "guidance_scale": 2.0, "guide_unet": snapshot_unet}]

@@ -12,14 +12,16 @@ PROMPTS = ["Generate an image with 2 polyps.", "Generate an image containing a g
 
 
 def _diffusers_example_snr_weights(scheduler, timesteps, gamma):
-    # diffusers/examples/text_to_image/train_text_to_image.py (compute_snr + the min-SNR block), written out
+    # diffusers/examples/text_to_image/train_text_to_image_sdxl.py (compute_snr + the min-SNR block), written out
     alphas_cumprod = scheduler.alphas_cumprod
     sqrt_alphas_cumprod = alphas_cumprod**0.5
     sqrt_one_minus_alphas_cumprod = (1.0 - alphas_cumprod) ** 0.5
     alpha, sigma = sqrt_alphas_cumprod[timesteps].float(), sqrt_one_minus_alphas_cumprod[timesteps].float()
     snr = (alpha / sigma) ** 2
-    w = torch.stack([snr, gamma * torch.ones_like(timesteps, dtype=torch.float)], dim=1).min(dim=1)[0]
-    return w / snr if scheduler.config.prediction_type == "epsilon" else w / (snr + 1)
+    if scheduler.config.prediction_type == "v_prediction":
+        # train_text_to_image_sdxl.py: "Velocity objective requires that we add one to SNR values before we divide"
+        snr = snr + 1
+    return torch.stack([snr, gamma * torch.ones_like(timesteps, dtype=torch.float)], dim=1).min(dim=1)[0] / snr
 
 
 @pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
@@ -28,6 +30,12 @@ def test_min_snr_weights_equal_the_diffusers_training_example(pred):
     t = torch.tensor([0, 1, 10, 100, 300, 500, 700, 900, 998])
     torch.testing.assert_close(min_snr_weights(sched, t, 5.0), _diffusers_example_snr_weights(sched, t, 5.0),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_v_weights_keep_the_pure_noise_step():
+    # with zero terminal SNR the last step still trains (weight 1), the low-noise steps are capped
+    w = min_snr_weights(training_scheduler("v_prediction", zero_terminal_snr=True), torch.tensor([0, 999]), 5.0)
+    assert float(w[1]) == 1.0 and float(w[0]) < 0.011
 
 
 def test_zero_terminal_snr_reaches_pure_noise_and_needs_v():
@@ -53,7 +61,7 @@ def test_weighted_loss_is_the_weighted_mean_of_per_sample_losses():
         ac = sched.alphas_cumprod[t]
         torch.testing.assert_close(target, ac.sqrt().view(-1, 1, 1, 1) * noise - (1 - ac).sqrt().view(-1, 1, 1, 1) * lat)
         per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
-        want = (per * _diffusers_example_snr_weights(sched, t, 5.0).nan_to_num(0.0)).mean()
+        want = (per * _diffusers_example_snr_weights(sched, t, 5.0)).mean()
     torch.testing.assert_close(got, want)
 
 
