@@ -137,7 +137,7 @@ def test_configs_fast_dev_run(kvasir_dir, tiny_text_encoder, tmp_path, monkeypat
     from lightning_modules import MSDMVAEModule
 
     vae = tmp_path / "vae"
-    MSDMVAEModule(preset="tiny").export(str(vae))
+    MSDMVAEModule(preset="tiny", vae_overrides={"latent_channels": 8}).export(str(vae))  # the configs' 8-channel latent
     main(["fit", "-c", str(ROOT / "configs/msdm_unet_kvasir_seg.yaml"), "--trainer.fast_dev_run=true",
           "--trainer.accelerator=cpu", "--model.init_args.preset=tiny", f"--model.init_args.vae={vae}",
           f"--model.init_args.text_encoder={tiny_text_encoder}", "--model.init_args.max_length=16",
