@@ -9,12 +9,13 @@ Forgery?"; Carlini et al. 2023, "Extracting Training Data from Diffusion Models"
   content rather than its pixels. With it: the ratio of the nearest to the second-nearest distance (Carlini et al.'s
   relative distance: a copy is much closer to one frame than to any other).
 * **pixels** — SSIM (Wang et al. 2004: Gaussian window 11, σ 1.5, K1 0.01, K2 0.03) on luma at ``size`` px
-  (64 by default: small enough to ignore JPEG noise and sub-pixel shifts, large enough to tell two polyps apart),
-  against every training frame and its horizontal, vertical and double flip (training often flips). SSIM against
-  all pairs would cost ~1 s per generated image for 700 training frames; instead each image is compared with a
-  shortlist: the ``shortlist`` nearest frames by features and the ``shortlist`` nearest flips by normalised
-  cross-correlation of 32-px luma (one matrix product). bench/memorization_speed.py measures how often the
-  shortlist finds the brute-force best SSIM.
+  (64 by default: small enough to ignore JPEG noise, large enough to tell two polyps apart), against the training
+  frames, their horizontal, vertical and double flips (training often flips) and, for the best matches, crops of
+  90–95 % of their side (training often crops; a 10 % crop alone drops the plain SSIM of a copy to that of an
+  unrelated frame). SSIM against all pairs would cost ~1 s per generated image for 700 training frames; instead each
+  image is compared with a shortlist: the ``shortlist`` nearest frames by features and the ``shortlist`` nearest
+  flips by normalised cross-correlation of 32-px luma (one matrix product). bench/memorization_speed.py measures
+  how often the shortlist finds the brute-force best SSIM.
 
 **Calibration.** How close is "too close" depends on the data: colonoscopy frames of one video are near-duplicates
 of each other. So the thresholds come from real frames the generator never saw: each calibration frame's nearest
@@ -45,6 +46,7 @@ __all__ = ["DEFAULT_ALPHA", "FLIPS", "luma_thumbnails", "ssim", "feature_neighbo
 
 DEFAULT_ALPHA = 0.02
 FLIPS = ("none", "h", "v", "hv")
+ALIGN_SCALES = (1.0, 0.95, 0.9)  # crop sides the pixel view tries (disguised copies keep >= 90 % of each side)
 _SHORTLIST_SIZE = 32  # side of the luma thumbnails that pick the SSIM shortlist
 
 
@@ -81,20 +83,23 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
-    # separable Gaussian filter, 'valid' borders (as Wang et al.'s reference ssim_index.m and torchmetrics)
+    # separable Gaussian filter over a reflection-padded image, output the image's size (torchmetrics' SSIM borders;
+    # Wang et al.'s ssim_index.m drops the borders instead)
     k = len(win)
-    x = F.conv2d(x.unsqueeze(1), win.view(1, 1, 1, k))
+    x = F.pad(x.unsqueeze(1), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    x = F.conv2d(x, win.view(1, 1, 1, k))
     return F.conv2d(x, win.view(1, 1, k, 1)).squeeze(1)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, k1: float = 0.01,
          k2: float = 0.03) -> torch.Tensor:
-    """Mean SSIM of image pairs ``a[i]``, ``b[i]`` (``[P, H, W]`` in [0, 1], data range 1) → ``[P]``."""
+    """Mean SSIM of image pairs ``a[i]``, ``b[i]`` (``[P, H, W]`` in [0, 1], data range 1) → ``[P]``; equal to
+    torchmetrics' ``structural_similarity_index_measure`` (Gaussian kernel) per pair."""
     win = _gaussian_window(window, sigma).to(a)
     c1, c2 = k1**2, k2**2
     mu_a, mu_b = _blur(a, win), _blur(b, win)
-    var_a = _blur(a * a, win) - mu_a**2
-    var_b = _blur(b * b, win) - mu_b**2
+    var_a = (_blur(a * a, win) - mu_a**2).clamp_min(0)
+    var_b = (_blur(b * b, win) - mu_b**2).clamp_min(0)
     cov = _blur(a * b, win) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return s.flatten(1).mean(1)
@@ -137,20 +142,37 @@ def feature_neighbours(query, train, exclude_self: bool = False, shortlist: int 
     return idx, d1, d2, near
 
 
+def _zoom_grid(size: int, scales: Sequence[float] = ALIGN_SCALES, steps: int = 3) -> torch.Tensor:
+    """Sampling grids ``[V, S, S, 2]`` of the crops a small-crop copy could come from: the whole frame, and at each
+    scale < 1 a ``steps`` × ``steps`` grid of positions (affine_grid: a crop of side ``scale`` centred at (ox, oy))."""
+    thetas = []
+    for sc in scales:
+        offs = [0.0] if sc == 1.0 else np.linspace(-(1 - sc), 1 - sc, steps)
+        thetas += [[[sc, 0.0, ox], [0.0, sc, oy]] for oy in offs for ox in offs]
+    theta = torch.tensor(thetas, dtype=torch.float32)
+    return F.affine_grid(theta, [len(thetas), 1, size, size], align_corners=False)
+
+
 def pixel_neighbours(query: torch.Tensor, train: torch.Tensor, feature_shortlist: np.ndarray | None = None,
-                     shortlist: int = 8, exclude_self: bool = False, batch_size: int = 256):
-    """Best SSIM of every query thumbnail against the training thumbnails and their flips, over a shortlist.
+                     shortlist: int = 8, exclude_self: bool = False, align: int = 2, batch_size: int = 256):
+    """Best SSIM of every query thumbnail against the training thumbnails, their flips and small crops of them.
 
     ``query`` ``[n, S, S]``, ``train`` ``[N, S, S]`` luma. Candidates per query: the ``shortlist`` training flips
-    with the highest normalised cross-correlation at 32 px, plus every flip of the ``feature_shortlist`` frames.
-    Returns ``(train index [n], flip index [n] into FLIPS, ssim [n])``.
+    with the highest normalised cross-correlation at 32 px, plus every flip of the ``feature_shortlist`` frames;
+    SSIM ranks them, and the ``align`` best are then also compared as crops (:data:`ALIGN_SCALES` of the side, at
+    3 × 3 positions, resampled to S): a copy cropped by up to 10 % keeps an SSIM near the uncropped one's, where
+    plain SSIM drops to that of an unrelated frame (measured on Kvasir: docs/metrics.md). Returns
+    ``(train index [n], flip index [n] into FLIPS, ssim [n], crop scale [n])``.
     """
-    n, nt = len(query), len(train)
+    n, size = len(query), query.shape[-1]
     tflips = _flipped(train)  # [N, 4, S, S]
     small = lambda x: F.interpolate(x.unsqueeze(1), size=(_SHORTLIST_SIZE,) * 2, mode="area").squeeze(1)  # noqa: E731
     q_small = _standardise(small(query))
-    t_small = _standardise(small(tflips.reshape(-1, *train.shape[1:])))  # [4N, 1024], row = 4·frame + flip
-    best_i, best_f, best_s = np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, -np.inf)
+    t_small = _standardise(small(tflips.reshape(-1, size, size)))  # [4N, 1024], row = 4·frame + flip
+    grid = _zoom_grid(size)  # [V, S, S, 2]
+    scales = np.repeat(ALIGN_SCALES, [1] + [9] * (len(ALIGN_SCALES) - 1))
+    best_i, best_f = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    best_s, best_z = np.full(n, -np.inf), np.ones(n)
     for s in range(0, n, batch_size):
         qb = slice(s, min(n, s + batch_size))
         ncc = q_small[qb] @ t_small.T  # [b, 4N]
@@ -166,11 +188,20 @@ def pixel_neighbours(query: torch.Tensor, train: torch.Tensor, feature_shortlist
             cand = np.array(sorted(c for c in cand if not (exclude_self and c // 4 == qi)))
             if cand.size == 0:
                 continue
-            frames, flips = cand // 4, cand % 4
-            sc = ssim(query[qi].expand(len(cand), -1, -1), tflips[frames, flips]).numpy()
-            k = int(sc.argmax())
-            best_i[qi], best_f[qi], best_s[qi] = frames[k], flips[k], sc[k]
-    return best_i, best_f, best_s
+            sc = ssim(query[qi].expand(len(cand), -1, -1), tflips[cand // 4, cand % 4]).numpy()
+            keep = cand[np.argsort(-sc, kind="stable")[:max(1, align)]]
+            if align:
+                src = tflips[keep // 4, keep % 4]  # [T, S, S]
+                v = len(grid)
+                crops = F.grid_sample(src.repeat_interleave(v, 0).unsqueeze(1), grid.repeat(len(keep), 1, 1, 1),
+                                      mode="bilinear", padding_mode="border", align_corners=False).squeeze(1)
+                sa = ssim(query[qi].expand(len(crops), -1, -1), crops).numpy()  # [T·V]; scale 1 = the plain SSIM
+                k = int(sa.argmax())
+                c, z, val = keep[k // v], scales[k % v], sa[k]
+            else:
+                c, z, val = keep[0], 1.0, sc.max()
+            best_i[qi], best_f[qi], best_s[qi], best_z[qi] = c // 4, c % 4, val, z
+    return best_i, best_f, best_s, best_z
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -211,7 +242,7 @@ def calibrate(train_feats, train_thumbs: torch.Tensor, cal_feats=None, cal_thumb
     loo = cal_feats is None
     qf, qt = (train_feats, train_thumbs) if loo else (cal_feats, cal_thumbs)
     _, d1, _, near = feature_neighbours(qf, train_feats, exclude_self=loo, shortlist=shortlist)
-    _, _, s = pixel_neighbours(qt, train_thumbs, near, shortlist, exclude_self=loo)
+    _, _, s, _ = pixel_neighbours(qt, train_thumbs, near, shortlist, exclude_self=loo)
     return Calibration(d1, s, float(alpha), "leave-one-out" if loo else "held-out")
 
 
@@ -264,7 +295,7 @@ def memorization_report(gen_feats, gen_thumbs: torch.Tensor, train_feats, train_
         raise ValueError("features and thumbnails must describe the same images (counts differ)")
     cal = calibration or calibrate(train_feats, train_thumbs, cal_feats, cal_thumbs, alpha, shortlist)
     idx, d1, d2, near = feature_neighbours(gen_feats, train_feats, shortlist=shortlist)
-    p_idx, p_flip, s = pixel_neighbours(gen_thumbs, train_thumbs, near, shortlist)
+    p_idx, p_flip, s, zoom = pixel_neighbours(gen_thumbs, train_thumbs, near, shortlist)
     t_d, t_s = cal.thresholds
     by_f, by_p = d1 < t_d, s > t_s
     copies = by_f | by_p
@@ -274,7 +305,8 @@ def memorization_report(gen_feats, gen_thumbs: torch.Tensor, train_feats, train_
         "generated": gen_ids[i], "nearest_train_features": train_ids[idx[i]],
         "feature_distance": float(d1[i]), "second_feature_distance": float(d2[i]),
         "nn_ratio": float(d1[i] / d2[i]) if d2[i] > 0 else 1.0,
-        "nearest_train_pixels": train_ids[p_idx[i]], "flip": FLIPS[p_flip[i]], "ssim": float(s[i]),
+        "nearest_train_pixels": train_ids[p_idx[i]], "flip": FLIPS[p_flip[i]], "crop": float(zoom[i]),
+        "ssim": float(s[i]),
         "copy_by_features": bool(by_f[i]), "copy_by_pixels": bool(by_p[i]), "copy": bool(copies[i]),
     } for i in range(n)]
     interval = _bootstrap_copy_fraction(d1, s, cal, num_bootstrap, level, seed)
