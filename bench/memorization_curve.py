@@ -96,7 +96,7 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 
 def score(runs: list[Path], out_csv: Path, prep: Path, num_images: int, size: int, alpha: float, every: int,
-          gallery_dir: Path | None) -> None:
+          gallery_dir: Path | None, steps: list[int] | None = None) -> None:
     import torch
     import yaml
 
@@ -117,7 +117,7 @@ def score(runs: list[Path], out_csv: Path, prep: Path, num_images: int, size: in
             done = {(r["run"], int(r["step"]), r["weights"]) for r in csv.DictReader(f)}
     for run in runs:
         for step, ckpt in _checkpoints(run):
-            if step % every:
+            if (steps and step not in steps) or (not steps and step % every):
                 continue
             module = MSDMUNetModule.load_from_checkpoint(str(ckpt), map_location="cpu")
             cfg = yaml.safe_load((ckpt.parents[1] / "config.yaml").read_text())  # the run's own config
@@ -184,12 +184,14 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=64, help="SSIM thumbnail side")
     p.add_argument("--alpha", type=float, default=0.02)
     p.add_argument("--every", type=int, default=500, help="score checkpoints whose step is a multiple of this")
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="score only these steps (overrides --every)")
     p.add_argument("--gallery-dir", type=Path, default=None, help="write each checkpoint's report files here")
     args = ap.parse_args(argv)
     if args.cmd == "prepare":
         prepare(args.out, args.data, args.seed)
     else:
-        score(args.runs, args.out, args.prep, args.num_images, args.size, args.alpha, args.every, args.gallery_dir)
+        score(args.runs, args.out, args.prep, args.num_images, args.size, args.alpha, args.every, args.gallery_dir,
+              args.steps)
     return 0
 
 
