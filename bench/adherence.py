@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                              ".json; ./adherence_renders.json with --renders)")
     args = parser.parse_args(argv)
 
+    from msdm.generators import MSDMGenerator
     from msdm.io import write_json
     from msdm.metrics.adherence import (
         DEFAULT_PAIRS,
@@ -80,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         adherence_report,
         format_accuracy,
         format_paired,
-        pipeline_generate_fn,
     )
 
     if args.threads:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     if args.renders:
-        from msdm.metrics.prompt_scenes import renders_generate_fn
+        from msdm.synthetic.prompt_scenes import renders_generate_fn
 
         generate_fn = renders_generate_fn(args.resolution)
         config = {"source": "renders", "resolution": args.resolution}
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe.set_sampler(args.sampler)
         if args.guidance is None:
             args.guidance = float(pipe.config.guidance_scale)
-        generate_fn = pipeline_generate_fn(pipe, batch_size=args.batch_size, guidance_scale=args.guidance,
-                                           num_inference_steps=args.steps, eta=args.eta)
+        generate_fn = MSDMGenerator(pipe, steps=args.steps, guidance_scale=args.guidance, eta=args.eta,
+                                    batch_size=args.batch_size).generate
         config = {"source": str(Path(args.pipeline).resolve()), "sampler": args.sampler, "steps": args.steps,
                   "guidance_scale": args.guidance, "guidance_convention": "diffusers: uncond + s*(cond - uncond)",
                   "eta": args.eta, "resolution": int(pipe.config.resolution)}

@@ -39,8 +39,8 @@ def vae_curve(a) -> None:
 
     from datamodules.synthetic import SyntheticGIDataModule
     from lightning_modules import MSDMVAEModule
-    from msdm.data.synthetic import SyntheticGIDataset
     from msdm.metrics.adherence import SceneDetector
+    from msdm.synthetic import SyntheticGIDataset
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,8 @@ def unet_curve(a) -> None:
     from datamodules.synthetic import SyntheticGIDataModule
     from lightning_modules import MSDMUNetModule
     from msdm.commands.quickstart import PROMPTS
-    from msdm.metrics.adherence import paired_adherence, pipeline_generate_fn
+    from msdm.generators import MSDMGenerator
+    from msdm.metrics.adherence import paired_adherence
     from msdm.pipeline import MSDMPipeline
 
     out = Path(a.out)
@@ -112,7 +113,7 @@ def unet_curve(a) -> None:
         pipe = MSDMPipeline.from_pretrained(str(folder)).set_sampler("dpm++sde")
         pipe.set_progress_bar_config(disable=True)
         for g in guidances:
-            r = paired_adherence(pipeline_generate_fn(pipe, 48, guidance_scale=g, num_inference_steps=20),
+            r = paired_adherence(MSDMGenerator(pipe, steps=20, guidance_scale=g, batch_size=48),
                                  num_images=a.num_images)
             _record(out, {"stage": "unet", "caption_facts": a.caption_facts, "batch": a.batch, "step": step,
                           "guidance": g, **{k: f"{r[k]['pos']:.2f}/{r[k]['neg']:.2f}"

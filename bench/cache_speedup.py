@@ -50,8 +50,8 @@ def main() -> int:
     from torch.utils.data import DataLoader
 
     from lightning_modules import MSDMUNetModule, MSDMVAEModule
-    from msdm.data.synthetic import SyntheticGIDataset
     from msdm.diffusion import diffusion_loss, drop_captions
+    from msdm.synthetic import SyntheticGIDataset
 
     tmp = Path(tempfile.mkdtemp(prefix="cache_speedup-"))
     pl.seed_everything(0, verbose=False)

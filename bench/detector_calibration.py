@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-# detector: (its function in msdm.metrics.detectors, the threshold argument, candidate thresholds)
+# detector: (its function in msdm.synthetic.pixel_detectors, the threshold argument, candidate thresholds)
 PIXEL = {
     "box": ("has_box_artefact", "min_dark_or_green", np.round(np.arange(0.3, 0.96, 0.05), 2)),
     "text": ("has_text_overlay", "min_fraction", np.round(np.arange(0.005, 0.08, 0.005), 3)),
@@ -61,7 +61,7 @@ def pixel_truth(targets: dict, boxes: np.ndarray, texts: np.ndarray) -> dict[str
 
 
 def _split_truth(n: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from msdm.data.synthetic import SyntheticGIDataset
+    from msdm.synthetic import SyntheticGIDataset
 
     ds = SyntheticGIDataset(n, 64, 0, split)
     info = [ds.scene(i)[2] for i in range(n)]
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from msdm.io import write_json
     from msdm.metrics.adherence import PixelThresholds, SceneDetector, detector_agreement, vae_reconstruct
-    from msdm.metrics.train_polyp_detector import head_accuracy, render_split, to_float
     from msdm.models.loading import load_vae
+    from msdm.synthetic.train_polyp_detector import head_accuracy, render_split, to_float
 
     t0 = time.perf_counter()
     vae = load_vae(args.vae).eval()

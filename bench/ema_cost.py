@@ -1,4 +1,4 @@
-"""Cost of the EMA update relative to a training step: ``lightning_modules.ema.EMA`` (one in-place foreach lerp)
+"""Cost of the EMA update relative to a training step: ``msdm.training.ema.EMA`` (one in-place foreach lerp)
 vs diffusers' ``EMAModel.step`` with and without foreach.
 
     python bench/ema_cost.py [--threads 1] [--repeats 20]
@@ -42,7 +42,7 @@ def measure(preset: str, full_step: bool, repeats: int) -> str:
     unet = build_unet(preset, 384 if preset == "small" else 768)
     params = list(unet.parameters())
     row = f"{preset:<6} {sum(p.numel() for p in params) / 1e6:7.1f} M params"
-    from lightning_modules.ema import EMA
+    from msdm.training.ema import EMA
 
     n = max(3, repeats // (10 if preset == "paper" else 1))
     t_ours = timed(EMA(params, decay=0.999).update, n)

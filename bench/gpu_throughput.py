@@ -99,9 +99,9 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
 
-    from lightning_modules.ema import EMA
     from msdm.diffusion import diffusion_loss, training_scheduler
     from msdm.models.presets import build_unet, build_vae, get_preset
+    from msdm.training.ema import EMA
 
     preset = "tiny" if args.smoke else "paper"
     p = get_preset(preset)

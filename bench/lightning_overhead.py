@@ -47,7 +47,7 @@ def build(tmp: Path, images: int, size: int):
     if folder.exists():
         samples = image_text_samples(folder, n=images, size=size)
     else:  # outside this workplace: synthetic scenes
-        from msdm.data.synthetic import SyntheticGIDataset
+        from msdm.synthetic import SyntheticGIDataset
 
         ds = SyntheticGIDataset(images, size, 0, "train")
         samples = [{k: ds[i][k] for k in ("pixel_values", "caption", "id")} for i in range(images)]

@@ -13,7 +13,7 @@ docs/metrics.md ("Memorization against training steps") holds the measured curve
 2. train with the library's own path, ``msdm fit -c configs/memorization/{vae,unet}.yaml`` (commands in the doc);
    the U-Net run saves its weights every N steps.
 3. ``score RUN_DIR ... --out CSV``: for every checkpoint, ``--num-images`` images with the EMA weights and with the
-   raw weights, their copy fraction against the run's training frames (:mod:`msdm.metrics.memorization`, threshold
+   raw weights, their copy fraction against the run's training frames (:mod:`msdm.metrics.realism.memorization`, threshold
    calibrated on the held-out frames) and FID against the held-out frames.
 """
 
@@ -71,11 +71,11 @@ def prepare(out: Path, data: Path, seed: int = 0) -> None:
 
 
 class FrameSet:
-    """Inception features (cached on disk, msdm.metrics.cache) and luma thumbnails of a prepared data folder."""
+    """Inception features (cached on disk, msdm.metrics.realism.cache) and luma thumbnails of a prepared data folder."""
 
     def __init__(self, folder: Path, extractor, cache_dir: Path, size: int):
-        from msdm.metrics.evaluate import RealImageFolder, real_features
-        from msdm.metrics.memorization import luma_thumbnails
+        from msdm.metrics.realism.evaluate import RealImageFolder, real_features
+        from msdm.metrics.realism.memorization import luma_thumbnails
 
         self.source = RealImageFolder(folder / "images")
         by_id, _ = real_features(self.source, extractor, cache_dir, batch_size=32)
@@ -101,11 +101,11 @@ def score(runs: list[Path], out_csv: Path, prep: Path, num_images: int, size: in
     import yaml
 
     from lightning_modules import MSDMUNetModule
-    from msdm.metrics.cache import default_cache_dir
-    from msdm.metrics.features import InceptionExtractor
-    from msdm.metrics.figures import realism_figures
-    from msdm.metrics.memorization import calibrate, luma_thumbnails, memorization_report
-    from msdm.metrics.memorization_io import write_report
+    from msdm.metrics.realism.cache import default_cache_dir
+    from msdm.metrics.realism.features import InceptionExtractor
+    from msdm.metrics.realism.figures import realism_figures
+    from msdm.metrics.realism.memorization import calibrate, luma_thumbnails, memorization_report
+    from msdm.metrics.realism.memorization_io import write_report
 
     ext = InceptionExtractor()
     cache = default_cache_dir()

@@ -1,10 +1,10 @@
-"""Speed of the memorization report (msdm.metrics.memorization) on 1 000 generated vs ~700 training frames, and the
+"""Speed of the memorization report (msdm.metrics.realism.memorization) on 1 000 generated vs ~700 training frames, and the
 ratio to a brute-force reference that computes SSIM against every training frame and flip.
 
 Training frames: the 698 real Kvasir-SEG frames (../shared/data/kvasir-seg + kvasir-seg-extra). "Generated": 1 000
-disguised copies (msdm.metrics.disguised_copies: flip, crop, colour jitter, JPEG) of random training frames — the
+disguised copies (msdm.metrics.realism.disguised_copies: flip, crop, colour jitter, JPEG) of random training frames — the
 case where every pixel comparison matters. Features: the frames' Inception features (computed once, cached by
-msdm.metrics.cache like `msdm evaluate` caches a training set's); a copy's feature is its source frame's plus
+msdm.metrics.realism.cache like `msdm evaluate` caches a training set's); a copy's feature is its source frame's plus
 Gaussian noise of the size the 150 disguised copies of tests/test_metrics_memorization.py show (so that the feature
 shortlist points where Inception would). Inception extraction of the generated images is not timed: `msdm evaluate`
 computes those features for FID anyway (figures for it: docs/benchmarks.md, Metrics).
@@ -41,12 +41,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from msdm.metrics.cache import default_cache_dir
-    from msdm.metrics.disguised_copies import disguise
-    from msdm.metrics.evaluate import RealImageFolder, real_features
-    from msdm.metrics.features import InceptionExtractor, load_image
-    from msdm.metrics.memorization import FLIPS, _flipped, luma_thumbnails, memorization_report, ssim
-    from msdm.metrics.memorization_io import write_report
+    from msdm.metrics.realism.cache import default_cache_dir
+    from msdm.metrics.realism.disguised_copies import disguise
+    from msdm.metrics.realism.evaluate import RealImageFolder, real_features
+    from msdm.metrics.realism.features import InceptionExtractor, load_image
+    from msdm.metrics.realism.memorization import FLIPS, _flipped, luma_thumbnails, memorization_report, ssim
+    from msdm.metrics.realism.memorization_io import write_report
 
     folders = [RealImageFolder(args.data / name / "images") for name in ("kvasir-seg", "kvasir-seg-extra")]
     ext = InceptionExtractor()

@@ -6,7 +6,7 @@
 Synthetic BiomedCLIP-like features (no model): 250 (original, rephrased) pairs of 10 images, a pool of real images
 and 5–30 real images mapped to each pair. The reference loop is the script's, line for line (sklearn ``normalize`` /
 ``cosine_similarity``, ``pdist``, ``np.cov`` + ``scipy.linalg.sqrtm``), including its ``FID(A,B)`` column; ours is
-:func:`msdm.metrics.challenge.challenge_scores` (which computes that column too). Both run on the **same** pairs,
+:func:`msdm.metrics.realism.challenge.challenge_scores` (which computes that column too). Both run on the **same** pairs,
 so the measured ratio compares equal work; the full-size reference time is extrapolated from it unless
 ``--reference-pairs all``. Prints both results, their largest relative difference and the ratio.
 """
@@ -45,7 +45,7 @@ def reference_scores(all_features, real_features_cache, prompt_to_real, num_pair
 
 
 def ours(gen, real, mapping, num_pairs):
-    from msdm.metrics.challenge import challenge_pairs, challenge_scores, real_features_by_prompt
+    from msdm.metrics.realism.challenge import challenge_pairs, challenge_scores, real_features_by_prompt
 
     pairs = challenge_pairs(gen)[:num_pairs]
     real_pp = real_features_by_prompt(real, mapping, [a for a, _ in pairs])

@@ -55,7 +55,7 @@ class CallCounter:
 
 def held_out(n: int, resolution: int, seed: int = 0):
     """``(uint8 renders [n, H, W, 3], one true caption per scene)`` of the synthetic test split."""
-    from msdm.data.synthetic import SyntheticGIDataset
+    from msdm.synthetic import SyntheticGIDataset
 
     ds = SyntheticGIDataset(n, resolution, seed, "test")
     renders = np.stack([ds.scene(i)[0] for i in range(n)])
@@ -65,8 +65,7 @@ def held_out(n: int, resolution: int, seed: int = 0):
 def generate(pipe, counter, prompts: list[str], seeds: list[int], sampler: str, steps: int, guidance: float,
              batch_size: int, store: Path, name: str):
     """uint8 images for ``prompts`` (image i from seed ``seeds[i]``), cached in ``store/name.npz``."""
-    from msdm.metrics.adherence import pipeline_generate_fn
-    from msdm.pipeline import images_to_uint8
+    from msdm.generators import MSDMGenerator, images_to_uint8
 
     path = store / f"{name}.npz"
     if path.exists():
@@ -75,8 +74,8 @@ def generate(pipe, counter, prompts: list[str], seeds: list[int], sampler: str, 
     pipe.set_sampler(sampler)
     counter.calls = counter.rows = 0
     t0, c0 = time.perf_counter(), time.process_time()
-    fn = pipeline_generate_fn(pipe, batch_size=batch_size, guidance_scale=guidance, num_inference_steps=steps, eta=1.0)
-    images = images_to_uint8(fn(prompts, seeds))
+    gen = MSDMGenerator(pipe, steps=steps, guidance_scale=guidance, eta=1.0, batch_size=batch_size)
+    images = images_to_uint8(gen.generate(prompts, seeds))
     info = {"unet_rows_per_image": counter.rows / len(images), "cpu_s": time.process_time() - c0,
             "wall_s": time.perf_counter() - t0, "n": len(images)}
     store.mkdir(parents=True, exist_ok=True)
@@ -101,8 +100,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from msdm.metrics.adherence import DEFAULT_PAIRS, SceneDetector, pair_counts, paired_result
-    from msdm.metrics.features import InceptionExtractor
-    from msdm.metrics.frechet import frechet_distance
+    from msdm.metrics.realism.features import InceptionExtractor
+    from msdm.metrics.realism.frechet import frechet_distance
     from msdm.pipeline import MSDMPipeline
 
     pipe = MSDMPipeline.from_pretrained(args.pipeline)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from msdm.data.synthetic import SyntheticGIDataset, render_scene, sample_attributes  # noqa: E402
+from msdm.synthetic import SyntheticGIDataset, render_scene, sample_attributes  # noqa: E402
 
 
 def _measure(fn, n: int) -> tuple[float, float]:

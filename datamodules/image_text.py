@@ -5,6 +5,10 @@ The generic base of every msdm DataModule; :class:`~datamodules.kvasir.KvasirVQA
 captions are). Everything else is shared: the seeded image-level validation split, paraphrase strategies,
 prompt-aware augmentation, bad-sample policy, and the loaders (docs/data.md).
 
+The options are declared once, in :class:`ImageTextDataModule`'s signature, and held as one dataclass
+(:class:`ImageTextOptions`, ``self.cfg``). A subclass takes its own arguments and passes the rest on as ``**kwargs``
+(LightningCLI resolves them: ``--data.init_args.resolution`` works for every DataModule).
+
 Examples::
 
     # a folder with images and captions.csv (columns image, caption; several rows per image allowed)
@@ -17,10 +21,10 @@ Examples::
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -28,14 +32,14 @@ from torch.utils.data import DataLoader
 
 from msdm.data.augment import Augment
 from msdm.data.captions import ImageRecord
-from msdm.data.dataset import ImageSource, ImageTextDataset, collate, default_verify, verify_records
+from msdm.data.dataset import ImageSource, ImageTextDataset, collate, default_verify, emptied_splits, verify_splits
 from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.hf import load_hf, select_split
 from msdm.data.loader import ResumableDataLoader
 from msdm.data.paraphrase import ParaphraseStrategy, resolve_paraphrases
 from msdm.data.report import SkipReport, check_policy
 from msdm.data.sources import find_captions_file, records_from_hf, records_from_table
-from msdm.data.splits import split_ids
+from msdm.data.splits import hold_out_images
 from msdm.errors import PathNotFoundError
 
 Splits = dict[str, tuple[list[ImageRecord], ImageSource]]
@@ -71,6 +75,9 @@ class ImageTextDataModule(LightningDataModule):
         batch_size / val_batch_size / num_workers / persistent_workers / pin_memory / drop_last: DataLoader options.
         seed: split, prompt draws, augmentation and shuffling.
     """
+
+    #: base arguments a subclass sets itself (they are not its arguments: kept out of its hparams)
+    FILLED: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -110,8 +117,9 @@ class ImageTextDataModule(LightningDataModule):
         super().__init__()
         # self.cfg: the resolved settings the code reads. self.hparams: what the user passed to the concrete class
         # (a subclass such as KvasirVQADataModule fills some base arguments itself), for logs and checkpoints.
-        self.cfg = SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        own = set(inspect.signature(type(self).__init__).parameters) - {"self"}
+        given = locals()
+        self.cfg = ImageTextOptions(**{f.name: given[f.name] for f in dataclasses.fields(ImageTextOptions)})
+        own = self._own_arguments()
         self.save_hyperparameters(ignore=[k for k in vars(self.cfg) if k not in own])
         check_policy(on_bad_sample)
         self.strategy = ParaphraseStrategy.parse(paraphrase_strategy)  # validate early (CLI typos)
@@ -123,6 +131,15 @@ class ImageTextDataModule(LightningDataModule):
         self.train_dataset: ImageTextDataset | None = None
         self.val_dataset: ImageTextDataset | None = None
         self.test_dataset: ImageTextDataset | None = None
+
+    @classmethod
+    def _own_arguments(cls) -> set[str]:
+        """The arguments of the concrete class: its signature, plus the base's it passes on with ``**kwargs``."""
+        params = inspect.signature(cls.__init__).parameters
+        own = {n for n, p in params.items() if n != "self" and p.kind != p.VAR_KEYWORD}
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            own |= {f.name for f in dataclasses.fields(ImageTextOptions)} - set(cls.FILLED)
+        return own
 
     # ------------------------------------------------------------------------------------------------------------
     # Where the data is (subclasses override load_splits)
@@ -190,32 +207,15 @@ class ImageTextDataModule(LightningDataModule):
             return
         h = self.cfg
         report = SkipReport()
-        splits = self.load_splits(report)
-        train_recs, train_src = splits["train"]
-        if "val" not in splits:
-            # Prompt to Polyp protocol: hold out val_fraction of the *images* with all their prompts.
-            train_ids, val_ids = split_ids([r.id for r in train_recs], h.val_fraction, h.seed)
-            keep = set(val_ids)
-            splits["val"] = ([r for r in train_recs if r.id in keep], train_src)
-            train_recs = [r for r in train_recs if r.id not in keep]
-        splits.setdefault("test", splits["val"])
-        mode = "L" if h.channels == 1 else "RGB"
-        verify = default_verify(h.verify, h.on_bad_sample)
-        checked: dict[str, list[ImageRecord]] = {}
-        for key, recs in (("train", train_recs), ("val", splits["val"][0]), ("test", splits["test"][0])):
-            if key == "test" and splits["test"] is splits["val"]:
-                checked["test"] = checked["val"]
-                continue
-            src = train_src if key == "train" else splits[key][1]
-            checked[key] = verify_records(recs, src, report, verify, h.min_image_size, mode)
+        # Prompt to Polyp protocol: without a validation split, val_fraction of the *images* with all their prompts
+        splits = hold_out_images(self.load_splits(report), h.val_fraction, h.seed)
+        train_src = splits["train"][1]
+        checked = verify_splits(splits, report, default_verify(h.verify, h.on_bad_sample), h.min_image_size,
+                                "L" if h.channels == 1 else "RGB")
         self.skipped = report
         report.raise_or_report(h.on_bad_sample, "samples", type(self).__name__)
-        for key in ("val", "test"):
-            if splits[key][0] and not checked[key] and (key == "val" or splits["test"] is not splits["val"]):
-                rank_zero_warn(f"{type(self).__name__}: the {'validation' if key == 'val' else 'test'} split is empty "
-                               f"after verification (all {len(splits[key][0])} of its images were bad, see the "
-                               f"report): {'validation' if key == 'val' else 'testing'} will be skipped")
-
+        for message in emptied_splits(splits, checked):
+            rank_zero_warn(f"{type(self).__name__}: {message}")
         train_prompts = list(dict.fromkeys(p for r in checked["train"] for p in r.prompts))
         paraphrases, para_desc = resolve_paraphrases(h.paraphrases, train_prompts, h.seed)
         covered = sum(1 for p in train_prompts if paraphrases.get(p))
@@ -257,10 +257,6 @@ class ImageTextDataModule(LightningDataModule):
              f"training prompts have paraphrases: {r['paraphrases']}); {self.skipped.summary('samples skipped')}")
         return s
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Loaders
-    # ------------------------------------------------------------------------------------------------------------
-
     def _loader(self, ds: ImageTextDataset | None, train: bool) -> DataLoader | list:
         if ds is None:
             return []  # Lightning skips validation/test with an empty list
@@ -290,3 +286,13 @@ class ImageTextDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader | list:
         self.setup("test")
         return self._loader(self.test_dataset, train=False)
+
+
+#: The DataModule options as one dataclass (``self.cfg``), made from :class:`ImageTextDataModule`'s signature: the
+#: options are declared once, there, with their documentation.
+ImageTextOptions = dataclasses.make_dataclass(
+    "ImageTextOptions",
+    [(n, p.annotation, dataclasses.field(default=p.default))
+     for n, p in inspect.signature(ImageTextDataModule.__init__).parameters.items() if n != "self"],
+)
+ImageTextOptions.__doc__ = "The options of :class:`ImageTextDataModule` (its Args), resolved: what the loaders read."

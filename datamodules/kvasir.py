@@ -59,7 +59,11 @@ class KvasirVQADataModule(ImageTextDataModule):
         image_column / caption_column: default ``Filename`` / ``Prompt`` for ``medvqa2024`` (the columns of
             ``prompt-gt.csv``), ``image`` / ``caption`` for the HF sources; set them when a copy names them otherwise.
         captions_encoding: text encoding of ``prompt-gt.csv`` (default UTF-8).
+        **kwargs: the other options of :class:`~datamodules.image_text.ImageTextDataModule` (``resolution``,
+            ``batch_size``, ``paraphrase_strategy``, ``id_column``, ``val_fraction``, ...).
     """
+
+    FILLED = ("captions_file", "val_split", "test_split")
 
     def __init__(
         self,
@@ -71,30 +75,7 @@ class KvasirVQADataModule(ImageTextDataModule):
         split: str | None = None,
         image_column: str | None = None,
         caption_column: str | None = None,
-        id_column: str | None = None,
-        captions_encoding: str | None = None,
-        val_fraction: float = 0.1,
-        resolution: int = 256,
-        channels: int = 3,
-        aspect: str = "crop",
-        interpolation: str = "bilinear",
-        paraphrases: str | None = None,
-        paraphrase_strategy: str = "none",
-        augment: str = "none",
-        hflip_p: float = 0.5,
-        vflip_p: float = 0.5,
-        random_crop: bool = True,
-        color_jitter: float = 0.0,
-        on_bad_sample: str = "raise",
-        verify: str | None = None,
-        min_image_size: int = 32,
-        batch_size: int = 16,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        persistent_workers: bool = False,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        seed: int = 2204,
+        **kwargs,
     ):
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
@@ -102,17 +83,10 @@ class KvasirVQADataModule(ImageTextDataModule):
             raise ValueError("source='medvqa2024' needs data= the folder with prompt-gt.csv and images/")
         table_source = source == "medvqa2024"
         super().__init__(
-            data=data or DEFAULT_DATA.get(source), images_dir=images_dir,
+            data=data or DEFAULT_DATA.get(source), captions_file=None, images_dir=images_dir,
             image_column=image_column or ("Filename" if table_source else "image"),
-            caption_column=caption_column or ("Prompt" if table_source else "caption"), id_column=id_column,
-            captions_encoding=captions_encoding, split=split or DEFAULT_SPLIT.get(source, "train"),
-            val_split=None, test_split=None, val_fraction=val_fraction, resolution=resolution, channels=channels,
-            aspect=aspect, interpolation=interpolation, paraphrases=paraphrases,
-            paraphrase_strategy=paraphrase_strategy, augment=augment, hflip_p=hflip_p, vflip_p=vflip_p,
-            random_crop=random_crop, color_jitter=color_jitter, on_bad_sample=on_bad_sample, verify=verify,
-            min_image_size=min_image_size, batch_size=batch_size, val_batch_size=val_batch_size,
-            num_workers=num_workers, persistent_workers=persistent_workers, pin_memory=pin_memory,
-            drop_last=drop_last, seed=seed,
+            caption_column=caption_column or ("Prompt" if table_source else "caption"),
+            split=split or DEFAULT_SPLIT.get(source, "train"), val_split=None, test_split=None, **kwargs,
         )
         self.source = source
         self.cfg.source, self.cfg.captions, self.cfg.prompt_file = source, captions, prompt_file

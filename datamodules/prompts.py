@@ -16,7 +16,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
-from msdm.generation import expand_prompts
+from msdm.generators import expand_prompts
 from msdm.prompts import read_prompts
 
 

@@ -46,7 +46,15 @@ def _images_dir(folder: Path, name: str) -> Path:
 
 
 class ROCOv2DataModule(ImageTextDataModule):
-    """ROCOv2 radiology images and captions, official splits (module docstring)."""
+    """ROCOv2 radiology images and captions, official splits (module docstring).
+
+    Args (beyond :class:`~datamodules.image_text.ImageTextDataModule`, whose other options pass as ``**kwargs``):
+        data / split / val_split / test_split / image_column / caption_column / id_column: the dataset and its
+            columns (defaults: the HF copy ``eltorio/ROCOv2-radiology`` and its official splits).
+        aspect / vflip_p: ``pad`` (radiographs are not square; nothing is cut off) and no vertical flips.
+    """
+
+    FILLED = ("captions_file", "images_dir")
 
     def __init__(
         self,
@@ -57,37 +65,14 @@ class ROCOv2DataModule(ImageTextDataModule):
         image_column: str = "image",
         caption_column: str = "caption",
         id_column: str = "image_id",
-        captions_encoding: str | None = None,
-        resolution: int = 256,
-        channels: int = 3,
         aspect: str = "pad",
-        interpolation: str = "bilinear",
-        paraphrases: str | None = None,
-        paraphrase_strategy: str = "none",
-        augment: str = "none",
-        hflip_p: float = 0.5,
         vflip_p: float = 0.0,
-        random_crop: bool = True,
-        color_jitter: float = 0.0,
-        on_bad_sample: str = "raise",
-        verify: str | None = None,
-        min_image_size: int = 32,
-        batch_size: int = 16,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        persistent_workers: bool = False,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        seed: int = 2204,
+        **kwargs,
     ):
         super().__init__(
-            data=data, image_column=image_column, caption_column=caption_column, id_column=id_column,
-            captions_encoding=captions_encoding, split=split, val_split=val_split, test_split=test_split, resolution=resolution, channels=channels, aspect=aspect,
-            interpolation=interpolation, paraphrases=paraphrases, paraphrase_strategy=paraphrase_strategy,
-            augment=augment, hflip_p=hflip_p, vflip_p=vflip_p, random_crop=random_crop, color_jitter=color_jitter,
-            on_bad_sample=on_bad_sample, verify=verify, min_image_size=min_image_size, batch_size=batch_size,
-            val_batch_size=val_batch_size, num_workers=num_workers, persistent_workers=persistent_workers,
-            pin_memory=pin_memory, drop_last=drop_last, seed=seed,
+            data=data, captions_file=None, images_dir=None, image_column=image_column, caption_column=caption_column,
+            id_column=id_column, split=split, val_split=val_split, test_split=test_split, aspect=aspect,
+            vflip_p=vflip_p, **kwargs,
         )
 
     def _is_table_source(self):

@@ -1,4 +1,4 @@
-"""LightningDataModule over the embedded synthetic colonoscopy scenes (``msdm.data.synthetic``): the offline default.
+"""LightningDataModule over the embedded synthetic colonoscopy scenes (``msdm.synthetic``): the offline default.
 
 Batches follow docs/CONVENTIONS.md: ``pixel_values`` [B, 3, H, W] in [-1, 1], ``caption`` list[str] (one true
 MEDVQA-GI-style prompt per image, re-chosen every epoch), ``id`` list[str]; plus ``attributes``, a list of the
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from msdm.data.epoch_sampler import EpochShuffleSampler
 from msdm.data.loader import ResumableDataLoader
-from msdm.data.synthetic import SyntheticGIDataset, synthetic_collate
+from msdm.synthetic import SyntheticGIDataset, synthetic_collate
 
 #: Validation prompts for sample grids: diverse, all in the real MEDVQA-GI grammar and all renderable here.
 DEFAULT_VALIDATION_PROMPTS: tuple[str, ...] = (

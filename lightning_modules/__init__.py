@@ -4,17 +4,22 @@ Import the classes from here (``from lightning_modules import MSDMUNetModule``) 
 configs (``class_path: lightning_modules.MSDMUNetModule``).
 """
 
-from lightning_modules.adherence import AdherenceCallback, VAECheck
-from lightning_modules.callbacks import GenerationMetrics
-from lightning_modules.checkpointing import ResumableCheckpoint
+from lightning_modules.callbacks import (
+    AdherenceCallback,
+    ChallengeImageWriter,
+    ConditioningDiagnostic,
+    FrozenOutputCache,
+    GenerationMetrics,
+    ResumableCheckpoint,
+    SampleGrid,
+    VAECheck,
+)
 from lightning_modules.classifier import ClassifierModule
-from lightning_modules.conditioning import ConditioningDiagnostic
 from lightning_modules.flux_lora import FluxLoRAModule
-from lightning_modules.image_logging import SampleGrid
 from lightning_modules.kandinsky_lora import KandinskyLoRAModule
-from lightning_modules.prediction import ChallengeImageWriter
 from lightning_modules.unet_module import MSDMUNetModule
 from lightning_modules.vae_module import MSDMVAEModule
 
 __all__ = ["MSDMVAEModule", "MSDMUNetModule", "KandinskyLoRAModule", "FluxLoRAModule", "SampleGrid", "GenerationMetrics",
-           "AdherenceCallback", "VAECheck", "ConditioningDiagnostic", "ResumableCheckpoint", "ChallengeImageWriter", "ClassifierModule"]
+           "AdherenceCallback", "VAECheck", "ConditioningDiagnostic", "ResumableCheckpoint", "ChallengeImageWriter",
+           "ClassifierModule", "FrozenOutputCache"]

@@ -86,7 +86,7 @@ class MSDMLightningCLI(LightningCLI):
 
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
-            from lightning_modules.prediction import ChallengeImageWriter
+            from lightning_modules.callbacks.prediction import ChallengeImageWriter
 
             trainer.callbacks.append(ChallengeImageWriter())  # images in the challenge layout, with provenance
         return trainer

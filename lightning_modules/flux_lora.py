@@ -25,6 +25,8 @@ import torch
 
 from lightning_modules.lora_base import LoRAModuleBase, visiting
 from lightning_modules.weights_info import weights_revision
+from msdm.generators import StockPipelineGenerator
+from msdm.generators.lora import flux_to_unit
 from msdm.lora.adapters import add_lora, default_targets, make_lora_config
 from msdm.lora.bases import FLUX_PARTS, load_parts, parse_dtype
 from msdm.lora.conditioning import encode_flux_prompts
@@ -65,10 +67,9 @@ class FluxLoRAModule(LoRAModuleBase):
             the loader order (never keyed by step).
         offload_text_encoders: keep the text encoders on the CPU except while they fill cache misses.
         precompute_text_embeddings: fill the cache in one pass over the training loader before the first step.
-        height, width, num_inference_steps, generation_guidance_scale: ``generate()`` defaults (FLUX.1-dev: 28
-            steps, guidance 3.5).
-        sample_prompts: prompts the ``SampleGrid`` callback renders at validation end.
-        noise_seed, lora_output_dir, export_lora, local_files_only: as in :class:`KandinskyLoRAModule`.
+        num_inference_steps, generation_guidance_scale: ``generate()`` defaults (FLUX.1-dev: 28 steps, guidance 3.5).
+        **kwargs: ``height``, ``width``, ``sample_prompts``, ``noise_seed``, ``lora_output_dir``, ``export_lora``,
+            ``local_files_only`` (:class:`~lightning_modules.lora_base.LoRAModuleBase`).
     """
 
     def __init__(
@@ -98,24 +99,15 @@ class FluxLoRAModule(LoRAModuleBase):
         text_cache_key: str = "caption",
         offload_text_encoders: bool = True,
         precompute_text_embeddings: bool = True,
-        height: int = 256,
-        width: int = 256,
         num_inference_steps: int = 28,
         generation_guidance_scale: float = 3.5,
-        sample_prompts: list[str] | None = None,
-        noise_seed: int | None = None,
-        lora_output_dir: str | None = None,
-        export_lora: bool = True,
-        local_files_only: bool | None = None,
+        **kwargs,
     ):
-        super().__init__()
         if text_cache_key not in ("caption", "sample"):
             raise ValueError(f"text_cache_key must be 'caption' or 'sample', got {text_cache_key!r}")
         if weighting_scheme not in WEIGHTING_SCHEMES:
             raise ValueError(f"weighting_scheme must be one of {WEIGHTING_SCHEMES}, got {weighting_scheme!r}")
-        self.save_hyperparameters()
-        # Prompts of the SampleGrid callback (lightning_modules.image_logging) and other per-epoch image checks.
-        self.sample_prompts = list(sample_prompts or [])
+        super().__init__(**kwargs)
         parts = self.load_base()
         self.transformer = parts["transformer"]
         self.vae = parts["vae"]
@@ -124,7 +116,6 @@ class FluxLoRAModule(LoRAModuleBase):
         # and they never enter checkpoints.
         self._text = {k: parts[k] for k in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")}
         self._text_cache: EmbeddingCache | None = None
-        self._gen: dict = {}
         add_lora(self.transformer, make_lora_config(rank, alpha, target_modules or default_targets("flux"),
                                                     init_lora_weights))
         if gradient_checkpointing:
@@ -257,34 +248,20 @@ class FluxLoRAModule(LoRAModuleBase):
             self._gen["pipe"].set_progress_bar_config(disable=True)
         return self._gen["pipe"]
 
-    @torch.no_grad()
-    def generate(self, prompts: list[str], num_images_per_prompt: int = 1, seed: int | None = None,
-                 **sampling) -> torch.Tensor:
-        """Images ``[len(prompts) * n, 3, H, W]`` in [0, 1] on CPU, prompt-major, deterministic for a seed.
-
-        ``sampling`` overrides ``height, width, num_inference_steps, guidance_scale`` (the latter defaults to
-        ``generation_guidance_scale``: FLUX.1-dev's distilled guidance, no CFG pass)."""
+    def sampling_defaults(self) -> dict:
         hp = self.hparams
-        n = int(num_images_per_prompt)
-        text = self.encode_prompts(list(prompts))
-        embeds = text["prompt_embeds"].repeat_interleave(n, dim=0)
-        pooled = text["pooled_prompt_embeds"].repeat_interleave(n, dim=0)
-        seed = self.base_seed() if seed is None else seed
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        kw = {"height": sampling.pop("height", hp.height), "width": sampling.pop("width", hp.width),
-              "num_inference_steps": sampling.pop("num_inference_steps", hp.num_inference_steps),
-              "guidance_scale": sampling.pop("guidance_scale", hp.generation_guidance_scale)}
-        was_training = self.transformer.training
-        self.transformer.eval()
-        try:
-            dtype = parse_dtype(hp.frozen_dtype)
-            with self.lora_as_loaded():  # the adapter as the saved file loads into a stock pipeline of this dtype
-                out = self._pipeline()(prompt_embeds=embeds.to(dtype), pooled_prompt_embeds=pooled.to(dtype),
-                                       num_images_per_prompt=1, generator=gen, output_type="pt", **kw,
-                                       **sampling).images
-        finally:
-            self.transformer.train(was_training)
-        return out.float().clamp(0, 1).cpu()
+        return {"height": hp.height, "width": hp.width, "num_inference_steps": hp.num_inference_steps,
+                "guidance_scale": hp.generation_guidance_scale}  # FLUX.1-dev's distilled guidance: no CFG pass
+
+    def build_generator(self, call_kwargs: dict, batch_size: int) -> StockPipelineGenerator:
+        """FluxPipeline on the text embeddings (the encoders may live on the CPU), one generator per image."""
+        def encode(prompts):
+            text = self.encode_prompts(prompts)
+            return {"prompt_embeds": text["prompt_embeds"], "pooled_prompt_embeds": text["pooled_prompt_embeds"]}
+
+        return StockPipelineGenerator(self._pipeline(), flux_to_unit, call_kwargs, encode=encode,
+                                      embeds_dtype=parse_dtype(self.hparams.frozen_dtype),
+                                      weights=self.sampling_weights, batch_size=batch_size)
 
     def generation_info(self) -> dict:
         hp = self.hparams

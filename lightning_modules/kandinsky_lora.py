@@ -26,6 +26,8 @@ import torch
 
 from lightning_modules.lora_base import LoRAModuleBase
 from lightning_modules.weights_info import weights_revision
+from msdm.generators import StockPipelineGenerator
+from msdm.generators.lora import kandinsky_pipeline, kandinsky_to_unit
 from msdm.lora.adapters import add_lora, default_targets, make_lora_config
 from msdm.lora.bases import KANDINSKY_DECODER_PARTS, KANDINSKY_PRIOR_PARTS, load_parts, parse_dtype
 from msdm.lora.conditioning import clip_image_embeds, encode_kandinsky_prompts
@@ -60,14 +62,10 @@ class KandinskyLoRAModule(LoRAModuleBase):
         frozen_dtype: dtype of the frozen weights (``float32``, ``bfloat16``, ``float16``); LoRA trains in fp32.
         gradient_checkpointing: decoder U-Net only (the PriorTransformer has no checkpointing hooks).
         prior_lora / decoder_lora: LoRA folders of the *other* stage to load for ``generate()``.
-        height, width, num_inference_steps, guidance_scale, prior_num_inference_steps, prior_guidance_scale:
-            sampling defaults of ``generate()`` (diffusers' CFG convention ``uncond + s (cond - uncond)``).
-        sample_prompts: prompts the ``SampleGrid`` callback renders at validation end.
-        noise_seed: seed of the per-step noise (exact resume) and of ``generate()`` when none is given;
-            ``None`` = the run's ``seed_everything`` value (``PL_GLOBAL_SEED``), else 0. (Not ``seed``: that
-            name belongs to the DataModules, and Lightning refuses differing hparams of the same name.)
-        lora_output_dir / export_lora: where ``on_train_end`` saves the LoRA (default ``<log_dir>/lora``).
-        local_files_only: ``None`` = offline for folders and when ``HF_HUB_OFFLINE`` is set.
+        num_inference_steps, guidance_scale, prior_num_inference_steps, prior_guidance_scale: sampling defaults of
+            ``generate()`` (diffusers' CFG convention ``uncond + s (cond - uncond)``).
+        **kwargs: ``height``, ``width``, ``sample_prompts``, ``noise_seed``, ``lora_output_dir``, ``export_lora``,
+            ``local_files_only`` (:class:`~lightning_modules.lora_base.LoRAModuleBase`).
     """
 
     def __init__(
@@ -94,32 +92,22 @@ class KandinskyLoRAModule(LoRAModuleBase):
         gradient_checkpointing: bool = False,
         prior_lora: str | None = None,
         decoder_lora: str | None = None,
-        height: int = 256,
-        width: int = 256,
         num_inference_steps: int = 50,
         guidance_scale: float = 4.0,
         prior_num_inference_steps: int = 25,
         prior_guidance_scale: float = 4.0,
-        sample_prompts: list[str] | None = None,
-        noise_seed: int | None = None,
-        lora_output_dir: str | None = None,
-        export_lora: bool = True,
-        local_files_only: bool | None = None,
+        **kwargs,
     ):
-        super().__init__()
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         if snr_variant not in MIN_SNR_VARIANTS:
             raise ValueError(f"snr_variant must be one of {MIN_SNR_VARIANTS}, got {snr_variant!r}")
         if prior_noise_schedule not in ("prior", "decoder"):
             raise ValueError(f"prior_noise_schedule must be 'prior' or 'decoder', got {prior_noise_schedule!r}")
-        self.save_hyperparameters()
-        # Prompts of the SampleGrid callback (lightning_modules.image_logging) and other per-epoch image checks.
-        self.sample_prompts = list(sample_prompts or [])
+        super().__init__(**kwargs)
         self.stage = stage
         dtype = parse_dtype(frozen_dtype)
-        load = {"revision": revision, "local_files_only": local_files_only}
-        self._gen: dict = {}  # components needed only by generate(), loaded lazily, not registered (not moved/saved)
+        load = {"revision": revision, "local_files_only": self.hparams.local_files_only}
 
         from diffusers import DDPMScheduler
 
@@ -195,8 +183,6 @@ class KandinskyLoRAModule(LoRAModuleBase):
     # ------------------------------------------------------------------ generation
     def _pipeline(self):
         """The stock combined pipeline around the trained model (LoRA active) and the other stage's base + LoRA."""
-        from diffusers import KandinskyV22CombinedPipeline
-
         hp = self.hparams
         load = {"revision": hp.revision, "local_files_only": hp.local_files_only}
         dtype = parse_dtype(hp.frozen_dtype)
@@ -220,40 +206,21 @@ class KandinskyLoRAModule(LoRAModuleBase):
                      "scheduler": DDPMScheduler.from_config(self.noise_scheduler.config)}
                 prior_parts = p
                 self._gen["other"] = [p["prior"], p["text_encoder"]]
-            self._gen["pipe"] = KandinskyV22CombinedPipeline(
-                unet=d["unet"], scheduler=d["scheduler"], movq=d["movq"], prior_prior=prior_parts["prior"],
-                prior_image_encoder=self.image_encoder, prior_text_encoder=prior_parts["text_encoder"],
-                prior_tokenizer=prior_parts["tokenizer"], prior_scheduler=prior_parts["scheduler"],
-                prior_image_processor=self.image_processor,
-            )
+            self._gen["pipe"] = kandinsky_pipeline(prior_parts, d, self.image_encoder, self.image_processor)
             self._gen["pipe"].set_progress_bar_config(disable=True)
         for m in self._gen["other"]:
             m.to(self.device)
         return self._gen["pipe"]
 
-    @torch.no_grad()
-    def generate(self, prompts: list[str], num_images_per_prompt: int = 1, seed: int | None = None,
-                 **sampling) -> torch.Tensor:
-        """Images ``[len(prompts) * n, 3, H, W]`` in [0, 1] on CPU, prompt-major, deterministic for a seed.
+    def sampling_defaults(self) -> dict:
+        return {k: self.hparams[k] for k in ("height", "width", "num_inference_steps", "guidance_scale",
+                                             "prior_num_inference_steps", "prior_guidance_scale")}
 
-        ``sampling`` overrides ``height, width, num_inference_steps, guidance_scale, prior_num_inference_steps,
-        prior_guidance_scale`` (diffusers' CFG convention)."""
-        hp = self.hparams
-        pipe = self._pipeline()
-        kw = {k: sampling.pop(k, hp[k]) for k in ("height", "width", "num_inference_steps", "guidance_scale",
-                                                    "prior_num_inference_steps", "prior_guidance_scale")}
-        seed = self.base_seed() if seed is None else seed
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        was_training = self.lora_model.training
-        self.lora_model.eval()
-        try:
-            with self.lora_as_loaded():  # the adapter as the saved file loads into a stock pipeline of this dtype
-                out = pipe(list(prompts), num_images_per_prompt=num_images_per_prompt, generator=gen,
-                           output_type="pt", **kw, **sampling).images
-        finally:
-            self.lora_model.train(was_training)
-        # KandinskyV22Pipeline returns MoVQ output in [-1, 1] for output_type="pt": map, never min-max stretch.
-        return ((out.float() + 1) / 2).clamp(0, 1).cpu()
+    def build_generator(self, call_kwargs: dict, batch_size: int) -> StockPipelineGenerator:
+        """The combined pipeline (one generator per image: the prior's and the decoder's noise of image ``i`` come
+        from seed ``i``); MoVQ output in [-1, 1] mapped to [0, 1], never min-max stretched."""
+        return StockPipelineGenerator(self._pipeline(), kandinsky_to_unit, call_kwargs, weights=self.sampling_weights,
+                                      batch_size=batch_size)
 
     def generation_info(self) -> dict:
         hp = self.hparams

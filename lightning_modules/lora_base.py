@@ -1,4 +1,5 @@
-"""What the LoRA LightningModules share: LoRA-only checkpoints, the optimizer, per-step noise seeds, LoRA export.
+"""What the LoRA LightningModules share: the arguments of generation and export, LoRA-only checkpoints, the
+optimizer, per-step noise seeds, generation through the generator contract, LoRA export.
 
 Checkpoint policy (docs/CONVENTIONS.md): a checkpoint holds what trains — the LoRA weights — plus the optimizer
 state, never the frozen base (2 B parameters for Kandinsky, 12 B for FLUX). ``state_dict`` keeps only ``lora_``
@@ -26,6 +27,8 @@ from lightning_modules.guards import ensure_finite, register_gloo_teardown, rese
 from lightning_modules.prediction import predict_step
 from lightning_modules.weights_info import remember_checkpoint
 from msdm.data import rng
+from msdm.generators import StockPipelineGenerator, prompt_major
+from msdm.generators.base import sampling_mode
 
 
 def _is_lora_key(name: str) -> bool:
@@ -34,12 +37,32 @@ def _is_lora_key(name: str) -> bool:
 
 class LoRAModuleBase(L.LightningModule):
     """Base of :class:`~lightning_modules.kandinsky_lora.KandinskyLoRAModule` and
-    :class:`~lightning_modules.flux_lora.FluxLoRAModule`. Subclasses set ``self.lora_model`` (the model carrying
-    the adapter), list their frozen helper modules in :meth:`frozen_modules`, and implement :meth:`loss`,
-    :meth:`save_lora`, ``generate`` and ``generation_info``."""
+    :class:`~lightning_modules.flux_lora.FluxLoRAModule`. Subclasses pass their other arguments' ``**kwargs`` here,
+    set ``self.lora_model`` (the model carrying the adapter), list their frozen helper modules in
+    :meth:`frozen_modules`, and implement :meth:`loss`, :meth:`save_lora`, :meth:`sampling_defaults`,
+    :meth:`build_generator` and ``generation_info``.
+
+    Args:
+        height, width: size of generated images.
+        sample_prompts: prompts the ``SampleGrid`` callback renders at validation end.
+        noise_seed: seed of the per-step noise (exact resume) and of ``generate()`` when none is given;
+            ``None`` = the run's ``seed_everything`` value (``PL_GLOBAL_SEED``), else 0. (Not ``seed``: that
+            name belongs to the DataModules, and Lightning refuses differing hparams of the same name.)
+        lora_output_dir / export_lora: where ``on_train_end`` saves the LoRA (default ``<log_dir>/lora``).
+        local_files_only: ``None`` = offline for folders and when ``HF_HUB_OFFLINE`` is set.
+    """
 
     # Lightning loads the LoRA-only state dict without complaining about the (absent) frozen base.
     strict_loading = False
+
+    def __init__(self, height: int = 256, width: int = 256, sample_prompts: list[str] | None = None,
+                 noise_seed: int | None = None, lora_output_dir: str | None = None, export_lora: bool = True,
+                 local_files_only: bool | None = None):
+        super().__init__()
+        self.save_hyperparameters()  # the subclass's arguments too (Lightning collects the __init__ chain)
+        # Prompts of the SampleGrid callback (lightning_modules.callbacks.images) and other per-epoch image checks.
+        self.sample_prompts = list(sample_prompts or [])
+        self._gen: dict = {}  # components needed only by generation, loaded lazily, not registered (not moved/saved)
 
     # ------------------------------------------------------------------ subclass API
     def frozen_modules(self) -> list[torch.nn.Module]:
@@ -159,12 +182,36 @@ class LoRAModuleBase(L.LightningModule):
         finally:
             for p, data in saved:
                 p.data = data
-    # ------------------------------------------------------------------ msdm predict
+    # ------------------------------------------------------------------ generation: the generator contract
+    def sampling_defaults(self) -> dict:  # pragma: no cover - abstract
+        """The pipeline arguments of ``generate`` from the hparams (steps, guidance, size, ...)."""
+        raise NotImplementedError
+
+    def build_generator(self, call_kwargs: dict, batch_size: int) -> StockPipelineGenerator:  # pragma: no cover
+        """The stock pipeline around the live weights as a generator (``weights=self.sampling_weights``)."""
+        raise NotImplementedError
+
+    def sampling_weights(self):
+        """Eval mode and the adapter as the saved file loads into a stock pipeline of this dtype
+        (:meth:`lora_as_loaded`) while sampling."""
+        return sampling_mode(self.lora_model, self.lora_as_loaded())
+
+    def generator(self, batch_size: int = 16, **sampling) -> StockPipelineGenerator:
+        """This module as a :class:`~msdm.generators.StockPipelineGenerator`; ``sampling`` overrides the defaults."""
+        return self.build_generator({**self.sampling_defaults(), **sampling}, batch_size)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], num_images_per_prompt: int = 1, seed: int | None = None,
+                 **sampling) -> torch.Tensor:
+        """Images ``[len(prompts) * n, 3, H, W]`` in [0, 1] on CPU, prompt-major; image ``k`` from its own generator
+        seeded ``seed + k`` (``noise_seed`` when None), so it does not depend on the batch or the rank."""
+        seed = self.base_seed() if seed is None else seed
+        return self.generator(**sampling).generate(*prompt_major(prompts, num_images_per_prompt, seed))
+
     @torch.no_grad()
     def generate_with_seeds(self, prompts: list[str], seeds: list[int], **sampling) -> torch.Tensor:
-        """Image ``i`` for ``prompts[i]`` with seed ``seeds[i]`` (``msdm predict``): one ``generate`` call per image, as
-        the stock pipelines draw a whole batch from one generator."""
-        return torch.cat([self.generate([p], 1, seed=int(s), **dict(sampling)) for p, s in zip(prompts, seeds)])
+        """Image ``i`` for ``prompts[i]`` with seed ``seeds[i]`` (``msdm predict``, the callbacks)."""
+        return self.generator(**sampling).generate(list(prompts), [int(s) for s in seeds])
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return predict_step(self, batch)  # PromptDataModule batches -> images (lightning_modules/prediction.py)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+from msdm.dtypes import parse_dtype
 
 
 class FluxFSDPStrategy(FSDPStrategy):
@@ -36,7 +36,7 @@ class FluxFSDPStrategy(FSDPStrategy):
         blocks = {FluxTransformerBlock, FluxSingleTransformerBlock}
         mp = None
         if param_dtype is not None:
-            dt = _DTYPES[param_dtype]
+            dt = parse_dtype(param_dtype)
             mp = MixedPrecision(param_dtype=dt, reduce_dtype=torch.float32, buffer_dtype=dt)
         super().__init__(
             auto_wrap_policy=blocks,

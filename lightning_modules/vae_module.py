@@ -18,14 +18,15 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchvision.utils import make_grid
 
-from lightning_modules.ema import EMA
-from lightning_modules.guards import ensure_finite, register_gloo_teardown, reseed_for_step
+from lightning_modules.guards import ensure_finite, register_gloo_teardown
+from lightning_modules.steps import ReseedAndAverage
 from msdm.losses import VAELoss
-from msdm.metrics.metric import PairedFrechetDistance
+from msdm.metrics.realism.metric import PairedFrechetDistance
 from msdm.models.presets import build_vae
+from msdm.training.ema import EMA
 
 
-class MSDMVAEModule(pl.LightningModule):
+class MSDMVAEModule(ReseedAndAverage, pl.LightningModule):
     """Train the MSDM VAE (Prompt to Polyp §4.2.1, stage 1).
 
     Args:
@@ -87,17 +88,6 @@ class MSDMVAEModule(pl.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logs.items() if k != "loss"}, batch_size=x.shape[0])
         return logs["loss"]
 
-    def on_train_batch_start(self, batch, batch_idx):
-        reseed_for_step(self, batch_idx)
-
-    def optimizer_step(self, *args, **kwargs):
-        # The EMA follows each optimizer step (not each micro-batch under gradient accumulation), and is updated
-        # before any callback's on_train_batch_end: a checkpoint written there (every_n_train_steps, preemption)
-        # then holds the average that matches its weights, so a resumed run continues it exactly.
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update()
-
     def _eval_net(self, name: str):
         """The LPIPS or Inception network, loaded once on first use; ``None`` (with one warning) if unavailable."""
         if name not in self._eval_nets:
@@ -113,7 +103,7 @@ class MSDMVAEModule(pl.LightningModule):
                     else:
                         rank_zero_warn("MSDMVAEModule: LPIPS not reported: pass lpips_weights=/path/to/vgg16 weights")
                 else:
-                    from msdm.metrics.features import InceptionExtractor
+                    from msdm.metrics.realism.features import InceptionExtractor
 
                     net = InceptionExtractor(self.hparams.fid_inception)
             except Exception as e:  # noqa: BLE001 - a missing evaluation network is a skipped metric, not a crash

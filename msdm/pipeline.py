@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from msdm.diffusion import REFERENCE_STEPS, make_sampler, sampler_name
+from msdm.diffusion import REFERENCE_STEPS
+from msdm.generators.samplers import make_sampler, sampler_name
+from msdm.generators.writer import images_to_uint8  # noqa: F401 - re-exported (its home is the writer)
 from msdm.hub import pretrained_source, resolve
 from msdm.io import atomic_directory
 from msdm.models.text_encoder import PromptEncoder
@@ -44,12 +45,14 @@ class MSDMPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, resolution: int = 256,
-                 text_chunking: str = "none", guidance_scale: float = 4.5):
+                 text_chunking: str = "none", guidance_scale: float = 4.5,
+                 guidance_interval: tuple[float, float] | list[float] | None = None):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        # guidance_scale: the default of __call__, saved with the folder, so that a pipeline exported from a run
-        # samples with the guidance it was validated at (the quickstart's adherent recipe: 10) unless told otherwise
-        self.register_to_config(resolution=resolution, text_chunking=text_chunking, guidance_scale=float(guidance_scale))
+        # guidance_scale (and guidance_interval): the defaults of __call__, saved with the folder, so that a pipeline
+        # exported from a run samples with the guidance it was validated at unless told otherwise
+        self.register_to_config(resolution=resolution, text_chunking=text_chunking, guidance_scale=float(guidance_scale),
+                                guidance_interval=_interval(guidance_interval))
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -57,7 +60,8 @@ class MSDMPipeline(DiffusionPipeline):
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def set_sampler(self, name: str) -> MSDMPipeline:
-        """Swap the sampler (``ddim``, ``dpm++``, ``dpm++sde``, ``ddpm``, ``euler``) keeping the trained noise schedule."""
+        """Swap the sampler (a name of the registry :mod:`msdm.generators.samplers`: ``ddim``, ``dpm++``, ``dpm++sde``,
+        ...) keeping the trained noise schedule."""
         self.scheduler = make_sampler(name, dict(self.scheduler.config))
         return self
 
@@ -163,6 +167,9 @@ class MSDMPipeline(DiffusionPipeline):
         negative_prompt_attention_mask: torch.Tensor | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        guidance_rescale: float = 0.0,
+        guidance_interval: tuple[float, float] | list[float] | None = None,
+        guide_unet=None,
     ):
         """Generate ``len(prompt) * num_images_per_prompt`` images, prompt-major.
 
@@ -180,6 +187,17 @@ class MSDMPipeline(DiffusionPipeline):
         ``callback_on_step_end_tensor_inputs`` (``latents``, ``prompt_embeds``, ``negative_prompt_embeds``); the dict
         it returns replaces them (a :class:`diffusers.callbacks.PipelineCallback` works too). Setting
         ``pipe._interrupt = True`` from a callback stops the loop after that step.
+
+        Guidance that costs less realism (docs/benchmarks.md, Real frames, has the measured effect of each):
+        ``guidance_interval=(lo, hi)`` applies guidance only at training timesteps ``lo <= t <= hi`` (Kynkäänniemi
+        et al. 2024, "Applying guidance in a limited interval improves sample and distribution quality": guidance at
+        high noise collapses diversity, at low noise it only sharpens; outside the interval one conditional pass
+        per step). ``None`` takes the folder's ``config.guidance_interval`` (none: every step).
+        ``guidance_rescale`` rescales the guided output to the conditional output's std (Lin et al. 2024 §3.4; diffusers'
+        ``rescale_noise_cfg``): against over-exposure at high guidance with v-prediction.
+        ``guide_unet``: **autoguidance** (Karras et al. 2024, "Guiding a diffusion model with a bad version of
+        itself"): a weaker U-Net of the same model (e.g. an early checkpoint), evaluated on the same prompt, replaces
+        the unconditional branch: ``bad + s·(good − bad)``; ``negative_prompt`` is then unused.
         """
         from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
@@ -193,7 +211,12 @@ class MSDMPipeline(DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} not in {self._callback_tensor_inputs}")
         if guidance_scale is None:
             guidance_scale = float(getattr(self.config, "guidance_scale", 4.5))
-        self._guidance_scale, self._interrupt = guidance_scale, False
+        if guidance_interval is None:
+            guidance_interval = getattr(self.config, "guidance_interval", None)
+        lo, hi = _interval(guidance_interval) or (float("-inf"), float("inf"))
+        autoguide = guide_unet is not None and guidance_scale != 1.0
+        # autoguidance needs no unconditional branch: guidance is against the weaker model, on the same prompt
+        self._guidance_scale, self._interrupt = (1.0 if autoguide else guidance_scale), False
         device = self._execution_device
         res = self.config.resolution
         height, width = height or res, width or res
@@ -229,12 +252,23 @@ class MSDMPipeline(DiffusionPipeline):
         if "generator" in self.scheduler.step.__code__.co_varnames:
             step_kwargs["generator"] = generator
         for i, t in enumerate(self.progress_bar(timesteps)):
-            x_in = torch.cat([latents] * 2) if do_cfg else latents
-            x_in = self.scheduler.scale_model_input(x_in, t)
-            eps = self.unet(x_in, t, states, mask).sample
-            if do_cfg:
-                eps_u, eps_c = eps.chunk(2)
+            guided = lo <= float(t) <= hi
+            if do_cfg and guided:
+                x_in = self.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+                eps_u, eps_c = self.unet(x_in, t, states, mask).sample.chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
+            else:
+                # one conditional pass (no guidance, or a step outside the guidance interval)
+                x_in = self.scheduler.scale_model_input(latents, t)
+                cond_states, cond_mask = (states[n:], mask[n:]) if do_cfg else (states, mask)
+                eps = eps_c = self.unet(x_in, t, cond_states, cond_mask).sample
+                if autoguide and guided:
+                    eps_bad = guide_unet(x_in, t, cond_states, cond_mask).sample
+                    eps = eps_bad + guidance_scale * (eps_c - eps_bad)
+            if guidance_rescale > 0 and eps is not eps_c:
+                from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+                eps = rescale_noise_cfg(eps, eps_c, guidance_rescale)
             latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 local = {"latents": latents, "prompt_embeds": prompt_embeds,
@@ -305,6 +339,16 @@ class MSDMPipeline(DiffusionPipeline):
                 diffusers_logging.enable_progress_bar()
 
 
+def _interval(value) -> tuple[float, float] | None:
+    """``(lo, hi)`` of a guidance interval in training timesteps, or None; a clear error for anything else."""
+    if value is None:
+        return None
+    lo, hi = (float(v) for v in value)
+    if not lo <= hi:
+        raise ValueError(f"guidance_interval must be (lo, hi) with lo <= hi in training timesteps, got {value!r}")
+    return lo, hi
+
+
 def _register_with_diffusers() -> None:
     """Make ``diffusers.MSDMPipeline`` resolve, so ``DiffusionPipeline.from_pretrained(folder)`` loads an exported
     folder once msdm's pipeline is imported (diffusers looks the ``_class_name`` of ``model_index.json`` up in its
@@ -324,6 +368,24 @@ def _register_with_diffusers() -> None:
 _register_with_diffusers()
 
 
-def images_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [N, C, H, W] in [0, 1] → uint8 [N, H, W, C] (round half up, as PIL does)."""
-    return (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+def load_generator(pipeline: str, sampler: str | None = None, steps: int | None = None,
+                   guidance_scale: float | None = None, eta: float = 1.0, batch_size: int = 16,
+                   device: str | None = None, dtype: str = "fp32", model_name: str | None = None):
+    """A pipeline folder as a :class:`~msdm.generators.MSDMGenerator` with ``msdm generate``'s settings and
+    provenance (``msdm generate``, ``msdm utility``): sampler, steps, guidance and η as the command's options
+    (None = the folder's / the sampler's defaults); ``device`` default ``cuda:LOCAL_RANK`` when there is a GPU."""
+    from pathlib import Path
+
+    from msdm.dtypes import parse_dtype
+    from msdm.generators import MSDMGenerator, default_device, env_rank_world
+    from msdm.provenance import folder_revision
+
+    pipe = MSDMPipeline.from_pretrained(pipeline, dtype=parse_dtype(dtype)).to(device or default_device(env_rank_world()[2]))
+    pipe.set_progress_bar_config(disable=True)  # one bar over the images, not one per batch of steps
+    # What reproduces an image besides its prompt and seed: the sampling settings plus the model. The revision is a
+    # content hash of the pipeline folder (exported models have no hub revision); only the folder's name goes into
+    # the images, never the local path.
+    model = {"model": model_name or f"MSDM ({Path(pipeline).resolve().name})",
+             "revision": folder_revision(pipeline) if Path(pipeline).is_dir() else str(pipeline)}
+    return MSDMGenerator(pipe, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta,
+                         batch_size=batch_size, info=model)

@@ -1,4 +1,5 @@
-"""Reading prompt lists: plain text, JSON lists, the MEDVQA-GI challenge JSON, CSV."""
+"""Prompt files, read in one place: plain text, JSON lists, the MEDVQA-GI challenge JSON, CSV, and the numbered
+``prompts.json`` of a generated folder (``{"1": prompt, ...}``, written by :func:`numbered_prompts`)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,19 @@ def declares_pairs(path: str | os.PathLike) -> bool:
 def challenge_filename(prompt_index: int, image_index: int, ext: str = "png") -> str:
     """``prompt{p:04d}_img{i:04d}.png`` with 1-based indices (the MEDVQA-GI submission layout)."""
     return f"prompt{prompt_index:04d}_img{image_index:04d}.{ext}"
+
+
+def numbered_prompts(prompts: list[str]) -> dict[str, str]:
+    """``{"1": prompt, ...}``: the ``prompts.json`` of a generated folder (1-based, as its file names)."""
+    return {str(k + 1): s for k, s in enumerate(prompts)}
+
+
+def read_numbered_prompts(path: str | os.PathLike) -> dict[int, str]:
+    """``{prompt number (1-based): prompt}`` from a generated folder's ``prompts.json`` (:func:`numbered_prompts`)
+    or any prompt file :func:`read_prompts` reads (numbered in order)."""
+    p = Path(path)
+    if p.suffix.lower() == ".json" and p.is_file():
+        obj = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(obj, dict) and obj and all(str(k).isdigit() and isinstance(v, str) for k, v in obj.items()):
+            return {int(k): v for k, v in obj.items()}
+    return {i + 1: s for i, s in enumerate(read_prompts(p))}

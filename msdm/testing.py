@@ -128,7 +128,7 @@ def build_tiny_pipeline(text_encoder_dir: str | os.PathLike, seed: int = 0, reso
     """
     import torch
 
-    from msdm.diffusion import make_sampler
+    from msdm.generators.samplers import make_sampler
     from msdm.models.presets import build_unet, build_vae
     from msdm.models.text_encoder import load_text_encoder, text_hidden_size
     from msdm.pipeline import MSDMPipeline

@@ -1,7 +1,7 @@
 """The MEDVQA-GI challenge's metric script, copied literally with only its file I/O replaced by arrays.
 
 Source: ``SushantGautam/MedVQA``, ``medvqa/submission_samples/gi-2025/submission_task2.py`` (unchanged for 2026).
-It is the independent reference that ``msdm.metrics.challenge`` is checked against (tests/test_metrics_challenge.py,
+It is the independent reference that ``msdm.metrics.realism.challenge`` is checked against (tests/test_metrics_challenge.py,
 tests/test_metrics_evaluate.py) and timed against (bench/metrics_speed.py), so it stays as the script wrote it:
 scipy ``sqrtm`` per pair, sklearn normalisation in the features' own dtype.
 """

@@ -65,6 +65,29 @@ class SampleList(torch.utils.data.Dataset):
         return self.samples[key[0] if isinstance(key, tuple) else key]
 
 
+def save_tiny_vae(path, seed=None) -> str:
+    """A ``tiny``-preset ``MSDMVAEModule`` checkpoint (random weights) at ``path``: the stage-1 input of stage-2 tests."""
+    import lightning.pytorch as pl
+
+    from lightning_modules import MSDMVAEModule
+
+    if seed is not None:
+        pl.seed_everything(seed)
+    tr = pl.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False)
+    tr.strategy.connect(MSDMVAEModule(preset="tiny"))
+    tr.save_checkpoint(path)
+    return str(path)
+
+
+def cpu_trainer(tmp_path, **kw):
+    """A quiet one-device CPU Trainer (no logger, no progress bar) rooted at ``tmp_path``."""
+    import lightning as L
+
+    kw = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
+          "enable_model_summary": False, "default_root_dir": tmp_path, **kw}
+    return L.Trainer(**kw)
+
+
 def make_loader(samples, batch_size=4, shuffle=True, seed=0):
     """Epoch-seeded, resumable loader (order and mid-epoch position survive a checkpoint) over in-memory samples."""
     from msdm.data.epoch_sampler import EpochShuffleSampler

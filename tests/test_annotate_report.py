@@ -84,8 +84,8 @@ def test_agreement_between_consistent_raters_is_high(report):
 def test_each_set_is_joined_to_its_own_metrics(report, planted, tiny_biomedclip):
     """Recompute one set's FBD from the *source* files the key names (not the study copies) and its prompt's real
     images: the report's number for that (prompt, model) must be the same."""
-    from msdm.metrics.challenge import fid_to_real
-    from msdm.metrics.features import build_extractor
+    from msdm.metrics.realism.challenge import fid_to_real
+    from msdm.metrics.realism.features import build_extractor
 
     out, _ = report
     study, key = planted["study"], planted["key"]

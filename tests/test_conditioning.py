@@ -7,9 +7,9 @@ from lightning.pytorch.loggers import CSVLogger
 
 from datamodules.synthetic import SyntheticGIDataModule
 from lightning_modules import MSDMUNetModule
-from lightning_modules.conditioning import ConditioningDiagnostic
+from lightning_modules.callbacks.adherence import ConditioningDiagnostic
 from msdm.diffusion import training_scheduler
-from msdm.metrics.conditioning import prompt_sensitivity
+from msdm.metrics.adherence.conditioning import prompt_sensitivity
 from msdm.models.presets import build_unet
 from msdm.models.text_encoder import encode_text, load_text_encoder
 

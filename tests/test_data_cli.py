@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 
 from lightning_modules.cli import run_lightning_cli
@@ -16,13 +15,9 @@ DATA_SMALL = ["--data.init_args.resolution=32", "--data.init_args.batch_size=4",
 
 @pytest.fixture(scope="module")
 def tiny_vae_ckpt(tmp_path_factory):
-    from lightning_modules import MSDMVAEModule
+    from conftest import save_tiny_vae
 
-    d = tmp_path_factory.mktemp("tiny_vae")
-    tr = pl.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False)
-    tr.strategy.connect(MSDMVAEModule(preset="tiny"))
-    tr.save_checkpoint(d / "vae.ckpt")
-    return d / "vae.ckpt"
+    return Path(save_tiny_vae(tmp_path_factory.mktemp("tiny_vae") / "vae.ckpt"))
 
 
 def _fit(args, datamodule_cls):

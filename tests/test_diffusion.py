@@ -8,10 +8,9 @@ from msdm.diffusion import (
     diffusion_loss,
     drop_captions,
     guidance_from_reference,
-    make_sampler,
-    sampler_name,
     training_scheduler,
 )
+from msdm.generators.samplers import make_sampler, sampler_name
 from msdm.models.presets import build_unet
 
 

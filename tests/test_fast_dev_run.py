@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning")]
 def test_sample_grid_uses_few_steps_under_fast_dev_run(tmp_path, tiny_text_encoder):
     from datamodules import SyntheticGIDataModule
     from lightning_modules import MSDMUNetModule, MSDMVAEModule, SampleGrid
-    from lightning_modules.image_logging import FAST_DEV_RUN_STEPS
+    from lightning_modules.callbacks.images import FAST_DEV_RUN_STEPS
 
     torch.manual_seed(0)
     MSDMVAEModule(preset="tiny").export(str(tmp_path / "vae"))

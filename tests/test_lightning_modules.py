@@ -78,6 +78,28 @@ def test_unet_loss_falls(vae_ckpt, tiny_text_encoder, kvasir_samples, tmp_path):
     assert after < 0.7 * before, (before, after)
 
 
+def test_unet_v_prediction_recipe_trains_and_exports_its_noise_process(vae_ckpt, tiny_text_encoder, kvasir_samples,
+                                                                        tmp_path):
+    # msdm's recipe for real frames: v-prediction, zero terminal SNR, min-SNR-5; the loss falls and the exported
+    # pipeline samples the process the U-Net was trained on (the scheduler config carries it)
+    from msdm.pipeline import MSDMPipeline
+
+    pl.seed_everything(0)
+    m = _unet(vae_ckpt, tiny_text_encoder, lr=3e-3, cfg_dropout=0.0, loss_type="mse", prediction_type="v_prediction",
+              zero_terminal_snr=True, snr_gamma=5.0, guidance_interval=(100, 900), sampler="dpm++sde")
+    val = make_loader(kvasir_samples, batch_size=8, shuffle=False)
+    before = _trainer(tmp_path).validate(m, val, verbose=False)[0]["val/loss"]
+    _trainer(tmp_path, max_epochs=25, enable_checkpointing=False).fit(m, make_loader(kvasir_samples, batch_size=8))
+    after = _trainer(tmp_path).validate(m, val, verbose=False)[0]["val/loss"]
+    assert after < 0.7 * before, (before, after)
+    m.export(str(tmp_path / "pipe"))
+    pipe = MSDMPipeline.from_pretrained(tmp_path / "pipe")
+    assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.scheduler.config.rescale_betas_zero_snr
+    assert tuple(pipe.config.guidance_interval) == (100.0, 900.0)
+    img = m.generate(["Generate an image with 1 polyp."], 2, seed=1)
+    assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
+
+
 def test_resume_at_epoch_boundary_matches_uninterrupted(vae_ckpt, tiny_text_encoder, kvasir_samples, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 

@@ -12,9 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from msdm.data.scene import sample_attributes
-from msdm.data.scene_render import render_scene
-from msdm.data.synthetic import SyntheticGIDataset
 from msdm.metrics.adherence import (
     ATTRIBUTES,
     DEFAULT_PAIRS,
@@ -27,10 +24,13 @@ from msdm.metrics.adherence import (
     paired_adherence,
     pipeline_generate_fn,
 )
-from msdm.metrics.polyp_detector import load_polyp_detector
-from msdm.metrics.prompt_facts import parse_prompt
-from msdm.metrics.prompt_scenes import ignoring_generate_fn, renders_generate_fn, scene_facts, scene_for
-from msdm.metrics.train_polyp_detector import head_accuracy, render_split, to_float
+from msdm.synthetic import SyntheticGIDataset
+from msdm.synthetic.polyp_detector import load_polyp_detector
+from msdm.synthetic.prompt_facts import parse_prompt
+from msdm.synthetic.prompt_scenes import ignoring_generate_fn, renders_generate_fn, scene_facts, scene_for
+from msdm.synthetic.render import render_scene
+from msdm.synthetic.scene import sample_attributes
+from msdm.synthetic.train_polyp_detector import head_accuracy, render_split, to_float
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_shipped_weights_load_small_and_record_their_training():
     n_params = sum(p.numel() for p in det.net.parameters())
     assert n_params < 500_000  # float16 on disk: < 1 MB
     record = det.metadata
-    assert record["command"].startswith("python -m msdm.metrics.train_polyp_detector")
+    assert record["command"].startswith("python -m msdm.metrics.train_polyp_detector")  # the old path still runs it
     assert set(record["test_accuracy"]) >= {"renders", "vae_reconstructions"}
     assert 0 < det.thresholds.polyp < 1
 
@@ -289,7 +289,7 @@ def test_images_outside_zero_one_are_refused(detector):
 
 def test_detector_training_is_deterministic():
     """The training script's loop (augmentation included) gives the same weights twice from the same seed."""
-    from msdm.metrics.train_polyp_detector import render_training_set, train
+    from msdm.synthetic.train_polyp_detector import render_training_set, train
 
     images, targets = render_training_set(32, seed=1)
     threads = torch.get_num_threads()
@@ -306,7 +306,7 @@ def test_detector_training_is_deterministic():
 
 def test_box_detector_survives_a_green_to_cyan_shift():
     """The quickstart VAE turns the box's green tube cyan (docs/metrics.md): still a box; mucosa stays no box."""
-    from msdm.metrics.detectors import has_box_artefact
+    from msdm.synthetic.pixel_detectors import has_box_artefact
 
     rng = np.random.default_rng(8)
     scenes = [sample_attributes(rng) for _ in range(40)]

@@ -5,9 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from msdm.metrics.cache import FeatureCache, folder_fingerprint
-from msdm.metrics.evaluate import RealImageFolder, real_features
-from msdm.metrics.features import BiomedCLIPExtractor
+from msdm.metrics.realism.cache import FeatureCache, folder_fingerprint
+from msdm.metrics.realism.evaluate import RealImageFolder, real_features
+from msdm.metrics.realism.features import BiomedCLIPExtractor
 from msdm.metrics.testing import write_tiny_biomedclip_transformers
 
 

@@ -12,9 +12,9 @@ from conftest import make_loader
 
 from lightning_modules import MSDMUNetModule
 from lightning_modules.callbacks import GenerationMetrics
-from msdm.metrics.challenge import challenge_scores, real_features_by_prompt
-from msdm.metrics.features import BiomedCLIPExtractor, InceptionExtractor
-from msdm.metrics.frechet import frechet_distance
+from msdm.metrics.realism.challenge import challenge_scores, real_features_by_prompt
+from msdm.metrics.realism.features import BiomedCLIPExtractor, InceptionExtractor
+from msdm.metrics.realism.frechet import frechet_distance
 from msdm.metrics.testing import write_tiny_biomedclip_transformers, write_tiny_inception
 
 PROMPTS = ["Generate an image containing a polyp.", "Show a picture with one polyp.",

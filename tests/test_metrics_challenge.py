@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from msdm.metrics.challenge import (
+from msdm.metrics.realism.challenge import (
     agreement,
     challenge_pairs,
     challenge_scores,

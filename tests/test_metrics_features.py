@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from msdm.hub import MissingWeightsError
-from msdm.metrics.features import (
+from msdm.metrics.realism.features import (
     BiomedCLIPExtractor,
     InceptionExtractor,
     biomedclip_preprocess,

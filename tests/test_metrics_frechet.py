@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from msdm.metrics.frechet import (
+from msdm.metrics.realism.frechet import (
     feature_statistics,
     frechet_distance,
     frechet_distance_from_stats,
@@ -86,7 +86,7 @@ def test_accepts_torch_and_float32_in_float64():
 
 
 def test_auto_picks_a_sensible_path():
-    from msdm.metrics.frechet import _sample_path_is_cheaper
+    from msdm.metrics.realism.frechet import _sample_path_is_cheaper
 
     assert _sample_path_is_cheaper(10, 10, 768)  # per-prompt challenge FID
     assert _sample_path_is_cheaper(10, 1000, 768)

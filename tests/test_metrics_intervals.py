@@ -4,8 +4,8 @@ the stability warnings name their rule."""
 import numpy as np
 import pytest
 
-from msdm.metrics.frechet import frechet_distance
-from msdm.metrics.intervals import (
+from msdm.metrics.realism.frechet import frechet_distance
+from msdm.metrics.realism.intervals import (
     _frechet_weighted,
     frechet_bootstrap,
     normal_interval,

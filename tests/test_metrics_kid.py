@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from msdm.metrics.kid import kernel_inception_distance, mmd2_unbiased
+from msdm.metrics.realism.kid import kernel_inception_distance, mmd2_unbiased
 
 
 def reference_mmd2(x, y, degree=3, coef=1.0):

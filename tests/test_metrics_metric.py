@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from msdm.metrics.challenge import challenge_scores, fidelity_from_fid, real_features_by_prompt
-from msdm.metrics.frechet import feature_statistics, frechet_distance
-from msdm.metrics.metric import FBD, FID, FrechetDistance, PromptMetrics
+from msdm.metrics.realism.challenge import challenge_scores, fidelity_from_fid, real_features_by_prompt
+from msdm.metrics.realism.frechet import feature_statistics, frechet_distance
+from msdm.metrics.realism.metric import FBD, FID, FrechetDistance, PromptMetrics
 
 D = 24
 

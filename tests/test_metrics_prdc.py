@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from msdm.metrics.prdc import density_coverage, knn_radii, manifold_scores, pairwise_distances, precision_recall
+from msdm.metrics.realism.prdc import density_coverage, knn_radii, manifold_scores, pairwise_distances, precision_recall
 
 
 def reference_prdc(real, fake, k_pr=3, k_dc=5):

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from msdm.data.scene import sample_attributes
-from msdm.data.scene_captions import captions_for, scene_locations
-from msdm.metrics.prompt_facts import FACT_KEYS, parse_prompt
-from msdm.metrics.prompt_scenes import scene_facts
+from msdm.synthetic.captions import captions_for, scene_locations
+from msdm.synthetic.prompt_facts import FACT_KEYS, parse_prompt
+from msdm.synthetic.prompt_scenes import scene_facts
+from msdm.synthetic.scene import sample_attributes
 
 PROMPTS_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "prompts" / (
     "medvqa_gi_2024_dev_prompt_counts.csv")

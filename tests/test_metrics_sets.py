@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from msdm.metrics.kid import kernel_inception_distance
-from msdm.metrics.prdc import manifold_scores
-from msdm.metrics.set_metrics import KernelDistance, ManifoldMetrics
+from msdm.metrics.realism.kid import kernel_inception_distance
+from msdm.metrics.realism.prdc import manifold_scores
+from msdm.metrics.realism.set_metrics import KernelDistance, ManifoldMetrics
 
 D = 12
 

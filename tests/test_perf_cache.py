@@ -4,10 +4,10 @@ training with and without it, frozen parts never loaded when training from a ful
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import SampleList, make_loader
+from conftest import SampleList, make_loader, save_tiny_vae
 from torch.utils.data import DataLoader
 
-from lightning_modules import MSDMUNetModule, MSDMVAEModule
+from lightning_modules import MSDMUNetModule
 from msdm.data.epoch_sampler import EpochShuffleSampler
 
 
@@ -20,17 +20,20 @@ def _trainer(root, **kw):
 
 @pytest.fixture(scope="module")
 def vae_ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vae")
-    pl.seed_everything(1)
-    tr = pl.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False)
-    tr.strategy.connect(MSDMVAEModule(preset="tiny"))
-    tr.save_checkpoint(d / "vae.ckpt")
-    return str(d / "vae.ckpt")
+    return save_tiny_vae(tmp_path_factory.mktemp("vae") / "vae.ckpt", seed=1)
 
 
 def _unet(vae_ckpt, te, **kw):
     kw = {"preset": "tiny", "vae": vae_ckpt, "text_encoder": te, "max_length": 16, "lr": 1e-3, **kw}
     return MSDMUNetModule(**kw)
+
+
+def _cache_overrides(vae_ckpt, text_encoder, tmp_path, num_train: int) -> list[str]:
+    """configs/quickstart_unet.yaml made tiny, with a cache folder under ``tmp_path``."""
+    return [f"--model.init_args.vae={vae_ckpt}", f"--model.init_args.text_encoder={text_encoder}",
+            "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.image_size=32",
+            f"--model.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.resolution=32",
+            f"--data.init_args.num_train={num_train}", "--data.init_args.num_val=4", "--data.init_args.batch_size=4"]
 
 
 class RecordLosses(pl.Callback):
@@ -90,10 +93,7 @@ def test_any_fingerprint_change_invalidates(vae_ckpt, tiny_text_encoder, tmp_pat
     # other VAE weights (same architecture, same file name elsewhere) → other latents
     other = tmp_path / "other" / "vae.ckpt"
     other.parent.mkdir()
-    pl.seed_everything(2)
-    tr = pl.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False)
-    tr.strategy.connect(MSDMVAEModule(preset="tiny"))
-    tr.save_checkpoint(other)
+    save_tiny_vae(other, seed=2)
     c = _unet(str(other), tiny_text_encoder, cache_dir=str(tmp_path)).build_cache()
     assert c.latents.fingerprint != base.latents.fingerprint and c.text.fingerprint == base.text.fingerprint
     # the DataModule's transform arguments are part of the latent fingerprint; its loader arguments are not
@@ -230,10 +230,7 @@ def test_msdm_cache_then_fit_trains_from_the_cache_without_the_frozen_parts(vae_
 
     root = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(tmp_path)
-    overrides = [f"--model.init_args.vae={vae_ckpt}", f"--model.init_args.text_encoder={tiny_text_encoder}",
-                 "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.image_size=32",
-                 f"--model.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.resolution=32",
-                 "--data.init_args.num_train=8", "--data.init_args.num_val=4", "--data.init_args.batch_size=4"]
+    overrides = _cache_overrides(vae_ckpt, tiny_text_encoder, tmp_path, num_train=8)
     cfg = str(root / "configs/quickstart_unet.yaml")
     assert main(["cache", "-c", cfg, "--", *overrides]) == 0
     cli = run_lightning_cli(["fit", "-c", cfg, *overrides, "--model.init_args.cache_on_miss=error",
@@ -253,10 +250,7 @@ def test_msdm_cache_sharded_by_rank_covers_every_id_once(vae_ckpt, tiny_text_enc
 
     root = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(tmp_path)
-    overrides = [f"--model.init_args.vae={vae_ckpt}", f"--model.init_args.text_encoder={tiny_text_encoder}",
-                 "--model.init_args.preset=tiny", "--model.init_args.max_length=16", "--model.init_args.image_size=32",
-                 f"--model.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.resolution=32",
-                 "--data.init_args.num_train=12", "--data.init_args.num_val=4", "--data.init_args.batch_size=4"]
+    overrides = _cache_overrides(vae_ckpt, tiny_text_encoder, tmp_path, num_train=12)
     cfg = str(root / "configs/quickstart_unet.yaml")
     for r in (0, 1):
         assert main(["cache", "-c", cfg, "--rank", str(r), "--world-size", "2", "--", *overrides]) == 0

@@ -3,7 +3,7 @@
 import torch
 from diffusers.training_utils import EMAModel
 
-from lightning_modules.ema import EMA
+from msdm.training.ema import EMA
 
 
 def test_lerp_update_matches_diffusers():

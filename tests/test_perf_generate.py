@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from msdm.cli import main
-from msdm.generation import env_rank_world
+from msdm.generators import env_rank_world
 from msdm.testing import build_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,17 +6,15 @@ import pytest
 import torch
 from conftest import make_loader
 
-from lightning_modules import MSDMUNetModule, MSDMVAEModule
+from lightning_modules import MSDMUNetModule
 from msdm.models.presets import build_unet
 
 
 @pytest.fixture(scope="module")
 def vae_ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vae")
-    tr = pl.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False)
-    tr.strategy.connect(MSDMVAEModule(preset="tiny"))
-    tr.save_checkpoint(d / "vae.ckpt")
-    return str(d / "vae.ckpt")
+    from conftest import save_tiny_vae
+
+    return save_tiny_vae(tmp_path_factory.mktemp("vae") / "vae.ckpt")
 
 
 def _fit(module, samples, tmp_path, precision="32-true", steps=2):

@@ -4,8 +4,8 @@ seeds independent of the batch, and the call count."""
 import pytest
 import torch
 
-from msdm.diffusion import make_sampler, sampler_name
 from msdm.generation import generate_images
+from msdm.generators.samplers import make_sampler, sampler_name
 from msdm.testing import build_tiny_pipeline
 
 PROMPTS = ["Generate an image with 2 polyps.", "Generate an image containing a green/black box artefact."]

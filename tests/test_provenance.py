@@ -128,7 +128,7 @@ def test_provenance_command(folder, capsys):
 @pytest.fixture(scope="module")
 def tiny_pipeline(tmp_path_factory, tiny_text_encoder):
     """A saved MSDMPipeline of random tiny components (no training: provenance does not care what it draws)."""
-    from msdm.diffusion import make_sampler
+    from msdm.generators.samplers import make_sampler
     from msdm.models.presets import build_unet, build_vae
     from msdm.models.text_encoder import load_text_encoder, text_hidden_size
     from msdm.pipeline import MSDMPipeline

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from msdm.data.epoch_sampler import EpochShuffleSampler
-from msdm.data.synthetic import (
+from msdm.synthetic import (
     CAPTION_LOCATION_ORDER,
     LOCATIONS,
     POLYP_SIZES,

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.synthetic import DEFAULT_VALIDATION_PROMPTS, SyntheticGIDataModule
-from msdm.data.synthetic import captions_for, sample_attributes
+from msdm.synthetic import captions_for, sample_attributes
 
 N, RES, BS = 12, 32, 4
 

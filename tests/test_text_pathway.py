@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from msdm.diffusion import diffusion_loss, drop_captions, make_sampler, training_scheduler
+from msdm.diffusion import diffusion_loss, drop_captions, training_scheduler
+from msdm.generators.samplers import make_sampler
 from msdm.models.presets import build_unet, build_vae
 from msdm.models.text_encoder import encode_text, load_text_encoder
 from msdm.pipeline import MSDMPipeline

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from msdm.data.synthetic import has_box_artefact, has_instrument, sample_attributes
 from msdm.provenance import read_record, verify
+from msdm.synthetic import has_box_artefact, has_instrument, sample_attributes
 from msdm.utility.generators import (
     folder_complete,
     materialize,

@@ -47,8 +47,8 @@ def test_msdm_test_reports_reconstruction_metrics(vae_setup):
 
     from datamodules import SyntheticGIDataModule
     from msdm.losses import VGGLPIPS
-    from msdm.metrics.features import InceptionExtractor
-    from msdm.metrics.frechet import frechet_distance
+    from msdm.metrics.realism.features import InceptionExtractor
+    from msdm.metrics.realism.frechet import frechet_distance
 
     d, module = vae_setup
     cli = run_lightning_cli(["test", "-c", str(d / "cfg.yaml"), "--ckpt_path", str(d / "vae.ckpt")], run=True)

@@ -7,7 +7,7 @@ What it computes, from ``ratings.sqlite`` and the sealed key (checked against th
 * **per-prompt ranks** — a rater's rank of a prompt counts only when it is complete (every set and the real images
   ranked, each rank once). The *expert rank tier* of (prompt, model) is its mean rank over raters (1 = best);
 * **automatic metrics per prompt** — from features of exactly the images the raters saw (the study's copies, pixel
-  identical to the generated files) with the metrics code (:mod:`msdm.metrics.challenge`): FBD = Fréchet distance
+  identical to the generated files) with the metrics code (:mod:`msdm.metrics.realism.challenge`): FBD = Fréchet distance
   between the model's set and the prompt's real reference images (raw features), Diversity = mean pairwise distance
   within the set (L2-normalised features), Agreement = mean cosine similarity between the model's sets for the
   original and the rephrased prompt of a pair (the same value for both prompts of the pair). Features come from a
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from msdm.annotate.agreement import krippendorff_alpha, reliability_matrix
+from msdm.annotate.figures import figure_aspects, figure_ranks_vs_metrics
 from msdm.annotate.store import GLOBAL_RANK, RANK, RatingStore
 from msdm.annotate.study import ASPECT_IDS, GLOBAL, KEY_FILE, RATINGS_FILE, REAL, StudyError, load_key, load_study
 from msdm.io import atomic_directory
@@ -157,7 +158,7 @@ def _build_extractor(extractor, source, device):
     if not isinstance(extractor, str):
         return extractor  # a FeatureExtractor instance
     from msdm.hub import MissingWeightsError
-    from msdm.metrics.features import build_extractor
+    from msdm.metrics.realism.features import build_extractor
 
     try:
         return build_extractor(extractor, source, device=device)
@@ -168,7 +169,7 @@ def _build_extractor(extractor, source, device):
 def study_metrics(study_dir: Path, study: dict, key: dict, extractor, batch_size: int = 32) -> dict:
     """``{"per_prompt": {(k, model): {"fbd", "fidelity", "agreement", "diversity"}}, "per_model": {model:
     challenge scores over the study's prompts}, "extractor": describe()}``."""
-    from msdm.metrics.challenge import challenge_scores, per_prompt_metrics
+    from msdm.metrics.realism.challenge import challenge_scores, per_prompt_metrics
 
     paths = sorted({p for pr in study["prompts"] for p in pr["real"] + [x for v in pr["sets"].values() for x in v]})
     feats = extractor.extract_paths([study_dir / p for p in paths], batch_size=batch_size,
@@ -184,7 +185,7 @@ def study_metrics(study_dir: Path, study: dict, key: dict, extractor, batch_size
         for pr, kp in zip(study["prompts"], key["prompts"]):
             letter = next(le for le, m in kp["letters"].items() if m == model)
             gen[pr["index"]] = stack(pr["sets"][letter])
-        # one real image per prompt: FD with a point mass (Σ_real = 0), the formula's limit (msdm.metrics.challenge)
+        # one real image per prompt: FD with a point mass (Σ_real = 0), the formula's limit (msdm.metrics.realism.challenge)
         pm = per_prompt_metrics(gen, real, pairs=pairs, single_real="zero-covariance")
         for k, v in pm.items():
             per_prompt[(k, model)] = {m: v.get(m) for m in ("fbd", "fidelity", "agreement", "diversity")}
@@ -210,79 +211,6 @@ def correlations(tier: dict, per_prompt: dict) -> dict:
             res.update(spearman_rho=float(rho), spearman_p=float(p_rho), kendall_tau=float(tau), kendall_p=float(p_tau))
         out[m] = res
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Figures
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def figure_aspects(summary: dict, labels: dict[str, str], path: Path) -> None:
-    """Grouped bars: one group per aspect, one bar per model, error bars = ±1 std (like Figure 5)."""
-    plt = _plt()
-    models = list(summary)
-    x = np.arange(len(ASPECT_IDS))
-    w = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=100)
-    for i, m in enumerate(models):
-        means = [summary[m][a]["mean"] or 0 for a in ASPECT_IDS]
-        stds = [summary[m][a]["std"] or 0 for a in ASPECT_IDS]
-        ax.bar(x + (i - (len(models) - 1) / 2) * w, means, w, yerr=stds, capsize=3, label=m)
-    ax.set_xticks(x, [labels[a].replace(" (", "\n(").replace(" of ", "\nof ") for a in ASPECT_IDS], fontsize=9)
-    ax.set_ylim(0, 10.5)
-    ax.set_ylabel("expert score (0-10), mean ± std")
-    ax.set_title("Expert scores per aspect")
-    ax.legend(ncol=len(models), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def figure_ranks_vs_metrics(tier: dict, per_prompt: dict, corr: dict, models: list[str], metric_label: str,
-                            path: Path) -> None:
-    """One panel per metric: the metric of each (prompt, model) set against its expert rank tier (box per rounded
-    tier, points coloured by model), with ρ and τ in the title (like Figure 6)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.8), dpi=100)
-    colors = {m: f"C{i}" for i, m in enumerate(models)}
-    rng = np.random.default_rng(0)
-    for ax, (m, (label, _)) in zip(np.atleast_1d(axes), METRICS.items()):
-        pts = [(tier[pk]["mean_rank"], per_prompt[pk][m], pk[1]) for pk in tier
-               if pk in per_prompt and per_prompt[pk].get(m) is not None]
-        if not pts:
-            ax.set_axis_off()
-            continue
-        tiers = sorted({int(round(x)) for x, _, _ in pts})
-        ax.boxplot([[y for x, y, _ in pts if int(round(x)) == t] for t in tiers], positions=tiers, widths=0.5,
-                   showfliers=False, medianprops={"color": "k"})
-        for model in models:
-            sel = [(x, y) for x, y, mm in pts if mm == model]
-            if sel:
-                xs, ys = np.array(sel).T
-                ax.scatter(xs + rng.uniform(-0.08, 0.08, len(xs)), ys, s=14, alpha=0.75, color=colors[model],
-                           label=model)
-        c = corr[m]
-        stat = ("n/a" if c["spearman_rho"] is None else
-                f"ρ={c['spearman_rho']:.2f} (p={c['spearman_p']:.2g}), τ={c['kendall_tau']:.2f}")
-        ax.set_title(f"{label if m != 'fbd' else metric_label}\n{stat}", fontsize=10)
-        ax.set_xlabel("expert rank tier (mean rank, 1 = best)")
-        ax.set_xticks(tiers, [str(t) for t in tiers])
-        ax.grid(alpha=0.3)
-    handles, names = np.atleast_1d(axes)[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(models), frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -460,7 +388,7 @@ def write_report(study_dir, key_path=None, db_path=None, out=None, extractor="bi
         if res["metrics"] is not None:
             label = "FBD" if res["metrics"]["extractor"].get("name") == "biomedclip" else (
                 f"FD ({res['metrics']['extractor'].get('name')})")
-            figure_ranks_vs_metrics(tier, per_prompt, res["correlations"], res["models"], label,
+            figure_ranks_vs_metrics(tier, per_prompt, res["correlations"], res["models"], label, METRICS,
                                     tmp / "ranks_vs_metrics.png")
         (tmp / "summary.md").write_text(summary_markdown(res), encoding="utf-8")
     return out

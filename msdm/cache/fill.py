@@ -10,7 +10,7 @@ import hashlib
 import warnings
 from collections.abc import Iterator
 
-from msdm.generation import env_rank_world  # noqa: F401 - re-exported: the cache command shards by the same ranks
+from msdm.generators.sharding import env_rank_world  # noqa: F401 - re-exported: the cache command shards by the same ranks
 
 
 def _epoch_sampler(loader):

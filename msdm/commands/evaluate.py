@@ -78,8 +78,8 @@ def run(args) -> int:
     import torch
 
     from msdm.io import write_json
-    from msdm.metrics.cache import default_cache_dir
-    from msdm.metrics.evaluate import (
+    from msdm.metrics.realism.cache import default_cache_dir
+    from msdm.metrics.realism.evaluate import (
         RealImageDataset,
         RealImageFolder,
         evaluate_generated,
@@ -87,7 +87,7 @@ def run(args) -> int:
         load_prompts,
         load_real_mapping,
     )
-    from msdm.metrics.features import BiomedCLIPExtractor, InceptionExtractor
+    from msdm.metrics.realism.features import BiomedCLIPExtractor, InceptionExtractor
 
     if not args.fid_only and args.real_mapping is None:
         raise InputError("--real-mapping is required for the challenge metrics (or pass --fid-only for FID alone)")

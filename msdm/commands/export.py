@@ -5,9 +5,11 @@ HELP = "turn a MSDMUNetModule checkpoint into a pipeline folder (or a MSDMVAEMod
 
 
 def add_arguments(parser):
+    from msdm.generators.samplers import sampler_choices
+
     parser.add_argument("checkpoint", help="Lightning checkpoint (.ckpt)")
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
-    parser.add_argument("--sampler", default=None, choices=["ddim", "dpm++", "dpm++sde", "ddpm", "euler"],
+    parser.add_argument("--sampler", default=None, choices=sampler_choices(),
                         help="sampler saved in the pipeline (default: the module's)")
 
 

@@ -23,6 +23,8 @@ PROMPTS = [p for pair in PAIRS.values() for p in pair]
 
 
 def add_arguments(parser):
+    from msdm.generators.samplers import sampler_choices
+
     parser.add_argument("--out", default="msdm_quickstart", help="output folder (default: ./msdm_quickstart)")
     # Budget: <= 10 minutes on 2 CPU cores; docs/benchmarks.md (Quickstart, Prompt adherence) has the measured
     # split and what each default below buys in paired adherence.
@@ -36,10 +38,12 @@ def add_arguments(parser):
     parser.add_argument("--num-train", type=int, default=2048, help="synthetic training scenes")
     parser.add_argument("--batch-size", type=int, default=None, help="U-Net batch (adherent 8, paper 16)")
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--sampler", default="dpm++sde", choices=["ddim", "dpm++", "dpm++sde"],
+    parser.add_argument("--sampler", default="dpm++sde", choices=sampler_choices(),
                         help="sampler of the grid and the exported pipeline (dpm++sde: stochastic like the reference's "
                              "DDIM eta=1, docs/benchmarks.md, Fast sampling)")
-    parser.add_argument("--sample-steps", type=int, default=20, help="sampling steps for the sample grid")
+    parser.add_argument("--sample-steps", type=int, default=None,
+                        help="sampling steps of the grid, the adherence check and the pipeline (default: the sampler's, "
+                             "msdm.generators.samplers: 20 for dpm++sde)")
     parser.add_argument("--text-encoder", default="builtin:all-MiniLM-L6-v2",
                         help="text encoder (default: the offline all-MiniLM-L6-v2 shipped on PyPI)")
     parser.add_argument("--caption-facts", type=int, default=None,
@@ -102,11 +106,15 @@ def run(args) -> int:
 
     from datamodules.synthetic import SyntheticGIDataModule
     from lightning_modules import MSDMUNetModule, MSDMVAEModule
-    from lightning_modules.image_logging import SampleGrid
+    from lightning_modules.callbacks.images import SampleGrid
     from msdm.io import write_json
     from msdm.provenance import save_grid
 
     resolve_recipe(args)
+    if args.sample_steps is None:
+        from msdm.generators.samplers import default_steps
+
+        args.sample_steps = default_steps(args.sampler)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     times = {}

@@ -32,6 +32,9 @@ def _ints(text: str) -> list[int]:
 
 
 def add_arguments(parser) -> None:
+    from msdm.dtypes import DTYPE_CHOICES
+    from msdm.generators.samplers import sampler_choices
+
     d = parser.add_argument_group("real data")
     d.add_argument("--train", required=True, help="real labelled training set: class folders, a label table "
                    "(.csv/.tsv/.jsonl/.json), or a Hugging Face dataset (local copy or cached id)")
@@ -64,19 +67,19 @@ def add_arguments(parser) -> None:
     g.add_argument("--gen-seed", type=int, default=0, help="generation seed: image k uses seed + k")
     g.add_argument("--gen-steps", type=int, default=None, help="sampling steps (default: the generator's)")
     g.add_argument("--guidance-scale", type=float, default=None, help="guidance scale (default: the generator's)")
-    g.add_argument("--sampler", default=None, help="MSDM sampler (ddim, dpm++, dpm++sde, ...)")
+    g.add_argument("--sampler", default=None, choices=sampler_choices(), help="MSDM sampler (default: the pipeline's)")
     g.add_argument("--gen-resolution", type=int, default=None,
                    help="LoRA / render generators: image side (default: --resolution)")
     g.add_argument("--gen-batch-size", type=int, default=16)
     g.add_argument("--gen-device", default=None, help="generation device (default: cuda:LOCAL_RANK if available)")
-    g.add_argument("--gen-dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    g.add_argument("--gen-dtype", default="fp32", choices=list(DTYPE_CHOICES))
     g.add_argument("--base-model", action="append", default=[], metavar="KIND=ID",
                    help="LoRA base model override: flux=..., prior=..., decoder=... (default: msdm_lora.json's)")
     g.add_argument("--pipeline-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="LoRA generators: extra pipeline call argument (repeat; VALUE read as JSON when it parses, "
                         "e.g. max_sequence_length=256)")
     g.add_argument("--generate-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument passed to `msdm generate` for MSDM pipelines (repeat; e.g. --generate-arg=--eta=0)")
+                   help="MSDM pipelines: an `msdm generate` sampling option (repeat; e.g. --generate-arg=--eta=0)")
 
     p = parser.add_argument_group("plan")
     p.add_argument("--fractions", type=_floats, default=[0.1, 0.25, 1.0], help="real-data fractions (default 0.1,0.25,1)")
@@ -319,7 +322,7 @@ def run(args) -> int:
               f"AUROC {m['auroc']:.3f} ({rec['seconds']:.1f} s)")
 
     # 4. report -----------------------------------------------------------------------------------------------------
-    from msdm.generation import env_rank_world
+    from msdm.generators import env_rank_world
 
     if not global_zero or env_rank_world()[0] != 0:
         return 0

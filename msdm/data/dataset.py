@@ -205,6 +205,29 @@ class ImageTextDataset(Dataset):
         return item
 
 
+def verify_splits(splits: dict, report: SkipReport, verify: str, min_image_size: int, mode: str) -> dict:
+    """``{split: the records whose images pass}`` for ``train`` / ``val`` / ``test`` (:func:`verify_records`); a test
+    split that is the validation split is checked once. Bad images go to ``report``."""
+    checked: dict[str, list[ImageRecord]] = {}
+    for key in ("train", "val", "test"):
+        if key == "test" and splits["test"] is splits["val"]:
+            checked["test"] = checked["val"]
+            continue
+        recs, src = splits[key]
+        checked[key] = verify_records(recs, src, report, verify, min_image_size, mode)
+    return checked
+
+
+def emptied_splits(splits: dict, checked: dict) -> list[str]:
+    """Warnings for the validation / test splits that had images but lost all of them in :func:`verify_splits`."""
+    out = []
+    for key, what, skipped in (("val", "validation", "validation"), ("test", "test", "testing")):
+        if splits[key][0] and not checked[key] and (key == "val" or splits["test"] is not splits["val"]):
+            out.append(f"the {what} split is empty after verification (all {len(splits[key][0])} of its images were "
+                       f"bad, see the report): {skipped} will be skipped")
+    return out
+
+
 def collate(batch: list[dict]) -> dict:
     """Stack pixels, keep strings as lists (the batch format of docs/CONVENTIONS.md).
 

@@ -28,3 +28,18 @@ def split_ids(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0) -> t
     keyed = sorted(unique, key=lambda i: (rng.mix(seed, rng.salt(i)), i))
     val = set(keyed[:n_val])
     return [i for i in unique if i not in val], [i for i in unique if i in val]
+
+
+def hold_out_images(splits: dict, val_fraction: float, seed: int) -> dict:
+    """``splits`` (``{"train": (records, source)[, "val": ...][, "test": ...]}``) completed: without a ``val``
+    split, ``val_fraction`` of the training *images* (with all their prompts) become it (:func:`split_ids`); without
+    a ``test`` split, test = validation (the same object)."""
+    splits = dict(splits)
+    if "val" not in splits:
+        train_recs, train_src = splits["train"]
+        _, val_ids = split_ids([r.id for r in train_recs], val_fraction, seed)
+        keep = set(val_ids)
+        splits["val"] = ([r for r in train_recs if r.id in keep], train_src)
+        splits["train"] = ([r for r in train_recs if r.id not in keep], train_src)
+    splits.setdefault("test", splits["val"])
+    return splits

@@ -16,19 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from msdm.dtypes import DTYPES, parse_dtype  # noqa: E402,F401 - the one dtype table, re-exported
 from msdm.hub import pretrained_source, resolve
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-
-
-def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    try:
-        return DTYPES[str(name).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}") from None
 
 
 def _cls(kind: str):

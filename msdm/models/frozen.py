@@ -19,17 +19,10 @@ from pathlib import Path
 
 import torch
 
-DTYPES = {None: None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+from msdm.dtypes import DTYPES, parse_dtype  # noqa: F401 - the one dtype table, re-exported
+
 FROZEN_NAMES = ("vae", "text_encoder")
 FROZEN_PREFIXES = tuple(f"{n}." for n in FROZEN_NAMES)
-
-
-def parse_dtype(name: str | None) -> torch.dtype | None:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(k for k in DTYPES if k)}") from None
 
 
 def load_frozen_parts(vae: str | None, text_encoder: str, max_length: int, preset=None, dtype: torch.dtype | None = None,

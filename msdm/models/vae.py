@@ -121,3 +121,16 @@ class MSDMVAE(ModelMixin, ConfigMixin):
     @property
     def downscale_factor(self) -> int:
         return 2 ** (len(self.config.block_out_channels) - 1)
+
+
+@torch.no_grad()
+def reconstruct_images(vae, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Reconstructions (posterior mean, decoded) of float images [N, 3, H, W] in [0, 1], in [0, 1], on the
+    images' device; ``vae`` is an :class:`~msdm.models.vae.MSDMVAE` or any diffusers ``AutoencoderKL``-like model."""
+    param = next(vae.parameters())
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = (images[start : start + batch_size] * 2 - 1).to(device=param.device, dtype=param.dtype)
+        z = vae.encode(x).latent_dist.mean
+        out.append(((vae.decode(z).sample.float() + 1) / 2).clamp(0, 1).to(images.device))
+    return torch.cat(out)

@@ -28,12 +28,11 @@ from pathlib import Path
 
 import torch
 
+from msdm.dtypes import parse_dtype
 from msdm.scale.activations import ActivationCount, count_activations
 from msdm.scale.specs import ScaleSpec, get_spec
 
 GIB = 2**30
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
 MODULE_CLASSES = {"MSDMUNetModule": "msdm", "FluxLoRAModule": "flux", "KandinskyLoRAModule": "kandinsky"}
 
 
@@ -66,7 +65,7 @@ class TrainingSetup:
 
     @property
     def weight_dtype(self) -> torch.dtype:
-        return DTYPES[str(self.frozen_dtype).lower()]
+        return parse_dtype(self.frozen_dtype)
 
     @property
     def checkpointing_supported(self) -> bool:

@@ -8,15 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from msdm.utility import stats
 from msdm.utility.metrics import LABELS, METRICS
-from msdm.utility.stats import (
-    mean_std,
-    metrics_on_resamples,
-    paired_bootstrap,
-    paired_t_interval,
-    seed_draws,
-    stratified_bootstrap_indices,
-)
 
 #: The metric the verdict column reads (insensitive to the class prior).
 PRIMARY = "balanced_accuracy"
@@ -32,13 +25,13 @@ def summarize(records: list[dict], probs: dict[str, np.ndarray], test_target: np
     paired difference, its bootstrap interval and its paired-seed t interval.
     """
     by = {(r["fraction"], r["arm"], r["seed"]): r for r in records}
-    idx = stratified_bootstrap_indices(test_strata, n_boot, boot_seed)
-    draws = seed_draws(len(seeds), n_boot, boot_seed)
+    idx = stats.stratified_bootstrap_indices(test_strata, n_boot, boot_seed)
+    draws = stats.seed_draws(len(seeds), n_boot, boot_seed)
     resampled: dict[str, dict] = {}
 
     def boot(key):
         if key not in resampled:
-            resampled[key] = metrics_on_resamples(probs[key], test_target, idx, multilabel)
+            resampled[key] = stats.metrics_on_resamples(probs[key], test_target, idx, multilabel)
         return resampled[key]
 
     rows = []
@@ -51,15 +44,15 @@ def summarize(records: list[dict], probs: dict[str, np.ndarray], test_target: np
                    "seeds": seeds, "metrics": {}}
             for m in METRICS:
                 values = [r["metrics"][m] for r in runs]
-                mean, std = mean_std(values)
+                mean, std = stats.mean_std(values)
                 row["metrics"][m] = {"mean": mean, "std": std, "values": values}
             if arm != "real":
                 base = [by[(f, "real", s)] for s in seeds]
-                ci = paired_bootstrap([boot(r["key"]) for r in runs], [boot(b["key"]) for b in base], draws, level)
+                ci = stats.paired_bootstrap([boot(r["key"]) for r in runs], [boot(b["key"]) for b in base], draws, level)
                 row["diff"] = {}
                 for m in METRICS:
                     d = [r["metrics"][m] - b["metrics"][m] for r, b in zip(runs, base)]
-                    t_ci = paired_t_interval(d, level)
+                    t_ci = stats.paired_t_interval(d, level)
                     row["diff"][m] = {"mean": float(np.mean(d)), "per_seed": d, "ci_bootstrap": list(ci[m]),
                                       "ci_seed_t": list(t_ci) if t_ci else None}
                 lo, hi = ci[PRIMARY]

@@ -1,13 +1,11 @@
-"""The utility experiment on the embedded synthetic scenes, where every label is known (msdm.data.synthetic).
+"""The utility experiment on the embedded synthetic scenes, where every label is known (msdm.synthetic).
 
 * :func:`write_synthetic_task` writes a small labelled "real" task as class folders (``train/<class>/``,
   ``test/<class>/``) plus its class-prompt file: scenes drawn from the default :class:`SceneDistribution`, labelled
   from the attributes they were rendered from (e.g. polyp present vs absent).
-* :func:`render_for_prompt` is a generator with known adherence: it reads the facts a prompt states ("containing a
-  polyp", "with no polyps", "with 1 instrument", box, text) and renders a scene drawn with them (``mode="follow"``:
-  a *perfect* generator, the ceiling of what synthetic images can add), or with every fact negated
-  (``mode="contradict"``: images that contradict their prompts, which must show up as harm). Use it as
-  ``msdm utility --generator render:follow`` or ``render:contradict``.
+* the render generators (a prompt-following and a prompt-contradicting one: ``msdm utility --generator
+  render:follow`` / ``render:contradict``) are :class:`msdm.generators.render.RenderGenerator` over
+  :mod:`msdm.synthetic.prompt_render`; their names stay importable from here.
 
 Renders follow the challenge layout and the seed rule of ``msdm generate`` (image ``k`` of the prompt-major list
 is drawn from seed ``seed + k``) and carry the same provenance records.
@@ -16,17 +14,15 @@ is drawn from seed ``seed + k``) and carry the same provenance records.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from msdm.data.synthetic import SceneDistribution, render_scene, sample_attributes
 from msdm.io import write_json
+from msdm.synthetic.prompt_render import RENDER_MODES, distribution_for, prompt_facts, render_for_prompt  # noqa: F401
+from msdm.synthetic.render import render_scene
+from msdm.synthetic.scene import sample_attributes
 from msdm.utility.class_prompts import parse_label_set
-
-RENDER_MODES = ("follow", "contradict")
 
 #: Tasks: class name → (predicate on the attributes, prompts). Multi-label tasks list labels instead of classes.
 TASKS = {
@@ -47,77 +43,11 @@ TASKS = {
 }
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Prompt → scene facts
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def prompt_facts(prompt: str) -> dict[str, bool]:
-    """The facts a prompt states: ``polyp``/``instrument`` (present or not), ``box``, ``text``.
-
-    Raises ``ValueError`` for a prompt that states none of them (the render generator cannot honour it).
-    """
-    s = prompt.lower()
-    facts: dict[str, bool] = {}
-    if re.search(r"\bno polyps\b", s):
-        facts["polyp"] = False
-    elif re.search(r"\b([1-9]\d*|a|an) polyps?\b", s):
-        facts["polyp"] = True
-    if re.search(r"\bno instruments\b", s):
-        facts["instrument"] = False
-    elif re.search(r"\b([1-9]\d*|an?) instruments?\b|polyp snare|biopsy forceps|\btube\b", s):
-        facts["instrument"] = True
-    if "not containing a green/black box" in s:
-        facts["box"] = False
-    elif "green/black box" in s:
-        facts["box"] = True
-    if "not containing text" in s:
-        facts["text"] = False
-    elif "containing text" in s:
-        facts["text"] = True
-    if not facts:
-        raise ValueError(f"the render generator cannot read a fact from {prompt!r}; it understands polyps (a polyp, "
-                         f"N polyps, no polyps), instruments, the green/black box and text")
-    return facts
-
-
-def distribution_for(facts: dict[str, bool], base: SceneDistribution | None = None) -> SceneDistribution:
-    """``base`` with the stated facts forced (other attributes keep their default frequencies)."""
-    d = base or SceneDistribution()
-    changes = {}
-    if "polyp" in facts:
-        w = list(d.polyp_count_weights)
-        changes["polyp_count_weights"] = tuple([0.0] + w[1:]) if facts["polyp"] else tuple([1.0] + [0.0] * (len(w) - 1))
-    if "instrument" in facts:
-        w = list(d.instrument_count_weights)
-        changes["instrument_count_weights"] = (tuple([0.0] + w[1:]) if facts["instrument"]
-                                               else tuple([1.0] + [0.0] * (len(w) - 1)))
-    if "box" in facts:
-        changes["p_box"] = 1.0 if facts["box"] else 0.0
-    if "text" in facts:
-        changes["p_text"] = 1.0 if facts["text"] else 0.0
-    return replace(d, **changes)
-
-
-def render_for_prompt(prompt: str, seed: int, resolution: int = 64, mode: str = "follow") -> np.ndarray:
-    """uint8 ``[H, W, 3]``: a scene with the prompt's facts (``follow``) or their negation (``contradict``)."""
-    if mode not in RENDER_MODES:
-        raise ValueError(f"render mode must be one of {RENDER_MODES}, got {mode!r}")
-    facts = prompt_facts(prompt)
-    if mode == "contradict":
-        facts = {k: not v for k, v in facts.items()}
-    rng = np.random.default_rng(seed)
-    attrs = sample_attributes(rng, distribution_for(facts))
-    image, _ = render_scene(attrs, resolution, rng)
-    return np.array(image)  # writable: torch.from_numpy warns on read-only arrays
-
-
 def render_generator_info(mode: str, resolution: int) -> dict:
-    return {"model": f"render:{mode}", "revision": "msdm.data.synthetic", "sampler": "render_scene", "steps": 0,
-            "guidance_scale": None, "resolution": int(resolution),
-            "note": ("scenes drawn with the facts the prompt states" if mode == "follow"
-                     else "scenes drawn with every fact the prompt states negated"),
-            "seed_rule": "image k (0-based, prompt-major) uses seed + k"}
+    """Deprecated: :meth:`msdm.generators.render.RenderGenerator.info`."""
+    from msdm.generators.render import RenderGenerator
+
+    return RenderGenerator(mode, resolution).info()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from msdm.metrics.frechet import as_float64
+from msdm.metrics.realism.frechet import as_float64
 
 __all__ = ["FULL_SET_LIMIT", "polynomial_kernel", "mmd2_unbiased", "KIDResult", "kernel_inception_distance"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from msdm.io import atomic_file, write_json
-from msdm.metrics.memorization import FLIPS, MemorizationResult
+from msdm.metrics.realism.memorization import FLIPS, MemorizationResult
 
 __all__ = ["closest_rows", "write_csv", "write_gallery", "write_report"]
 
@@ -52,7 +52,7 @@ def write_gallery(result: MemorizationResult, path: str | os.PathLike, load_gene
     """A PNG grid of the closest pairs; ``load_*``: id → PIL image (or anything ``to_uint8_images`` takes)."""
     from PIL import Image, ImageDraw
 
-    from msdm.metrics.features import to_uint8_images
+    from msdm.metrics.realism.features import to_uint8_images
 
     rows = closest_rows(result, num_pairs)
     label_h, pad = 26, 6

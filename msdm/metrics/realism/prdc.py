@@ -19,7 +19,7 @@ Distances are Euclidean, in float64. Balls are closed (``≤``); Naeem et al.'s 
 evaluation-prdc``) writes ``<``, which differs only for exact ties (a generated image that equals a real one is inside
 either way, distance 0 ≤ a positive radius).
 
-Per-sample indicators are returned as well: their means are the metrics, and :mod:`msdm.metrics.intervals`
+Per-sample indicators are returned as well: their means are the metrics, and :mod:`msdm.metrics.realism.intervals`
 bootstraps them into intervals (conditional on the manifolds, which are estimated once).
 """
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from msdm.metrics.frechet import as_float64
+from msdm.metrics.realism.frechet import as_float64
 
 __all__ = ["pairwise_distances", "knn_radii", "ManifoldScores", "manifold_scores", "precision_recall",
            "density_coverage", "PR_K", "DC_K"]

@@ -1,19 +1,19 @@
-"""Metric callbacks: FID / FBD (and Fidelity / Agreement / Diversity) of generated images while training and testing.
+"""Realism callbacks: FID / FBD (and Fidelity / Agreement / Diversity) of generated images while training and testing.
 
 At validation end (every ``every_n_epochs``) and test end, :class:`GenerationMetrics`
 
 1. generates ``num_images_per_prompt`` images for a fixed prompt set **sharded over ranks** through the generator
-   protocol (docs/CONVENTIONS.md: ``pl_module.generate(prompts, num_images_per_prompt, seed)``). Each rank takes a
-   contiguous block of prompts and passes ``seed + first_image_index``, so a generator that seeds image ``k`` with
-   ``seed + k`` (as ``MSDMUNetModule`` does) produces the same images whatever the number of ranks;
-2. extracts Inception / BiomedCLIP features (:mod:`msdm.metrics.features`) and feeds the torchmetrics metrics of
-   :mod:`msdm.metrics.metric`;
+   contract (:class:`msdm.generators.ModuleGenerator`: image ``k`` of the prompt-major list from seed ``seed + k``,
+   for MSDM, Kandinsky and FLUX modules alike). Each rank takes a contiguous block of prompts, so the images are the
+   same whatever the number of ranks;
+2. extracts Inception / BiomedCLIP features (:mod:`msdm.metrics.realism.features`) and feeds the torchmetrics metrics of
+   :mod:`msdm.metrics.realism.metric`;
 3. calls ``compute()`` on **every** rank (it all-gathers; under ``rank_zero_only`` it would hang, torchmetrics#2684)
    and logs the identical values with ``sync_dist=False``.
 
 Real images come from the DataModule's val/test loader (unsharded) or a ``real_images`` folder. Their features are
 computed once on global rank 0, cached on disk by a fingerprint of the data and of the extractor
-(:class:`msdm.metrics.cache.FeatureCache`), broadcast to the other ranks and kept in memory for later epochs.
+(:class:`msdm.metrics.realism.cache.FeatureCache`), broadcast to the other ranks and kept in memory for later epochs.
 
 The extractors live on the callback, never on the LightningModule, so their weights never enter a model checkpoint
 (GUIDE §4); the callback's own checkpoint state is empty.
@@ -33,7 +33,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from msdm.metrics.features import DEFAULT_BIOMEDCLIP
+from msdm.generators import ModuleGenerator, prompt_major
+from msdm.metrics.realism.features import DEFAULT_BIOMEDCLIP
 
 __all__ = ["GenerationMetrics"]
 
@@ -46,7 +47,7 @@ class GenerationMetrics(pl.Callback):
             ``{qa: {pair: [A, B]}}`` (pairs follow). Default: the module's ``sample_prompts``, else the DataModule's
             ``validation_prompts``.
         num_images_per_prompt: images per prompt (≥ 2 for Diversity and per-prompt Fidelity; the challenge uses 10).
-        seed: generation seed (image ``k`` of the prompt set gets ``seed + k`` with MSDMUNetModule).
+        seed: generation seed (image ``k`` of the prompt set gets ``seed + k``).
         real_mapping: ``{str(prompt number, 1-based): [real image ids]}`` or its JSON path; ids are the DataModule's
             sample ``id`` s or the ``real_images`` file stems. Enables Fidelity / Diversity (and Agreement with pairs).
         paraphrase_pairs: prompts come as (original, rephrased) pairs (1, 2), (3, 4), …; default: True for a
@@ -62,7 +63,7 @@ class GenerationMetrics(pl.Callback):
         batch_size: feature-extraction batch size; ``generate_kwargs``: extra ``generate()`` arguments
             (``num_inference_steps``, ``guidance_scale``, …; under ``fast_dev_run`` ``num_inference_steps`` defaults to
             2).
-        reference_compatible / single_real: as in :func:`msdm.metrics.challenge.challenge_scores`.
+        reference_compatible / single_real: as in :func:`msdm.metrics.realism.challenge.challenge_scores`.
     """
 
     def __init__(
@@ -124,9 +125,9 @@ class GenerationMetrics(pl.Callback):
     def _prompts(self, trainer, pl_module) -> tuple[list[str], bool]:
         p = self.prompts_arg
         if isinstance(p, (str, os.PathLike)):
-            from msdm.metrics.evaluate import load_prompts
+            from msdm.prompts import read_prompts
 
-            return load_prompts(p), True if self.paraphrase_pairs is None else self.paraphrase_pairs
+            return read_prompts(p), True if self.paraphrase_pairs is None else self.paraphrase_pairs
         if p:
             return list(p), bool(self.paraphrase_pairs)
         dm = getattr(trainer, "datamodule", None)
@@ -137,7 +138,7 @@ class GenerationMetrics(pl.Callback):
         return p, bool(self.paraphrase_pairs)
 
     def _extractor_list(self, device):
-        from msdm.metrics.features import BiomedCLIPExtractor, InceptionExtractor
+        from msdm.metrics.realism.features import BiomedCLIPExtractor, InceptionExtractor
 
         if not self._extractors:
             if self.fid:
@@ -181,9 +182,9 @@ class GenerationMetrics(pl.Callback):
 
     def _compute_real(self, trainer, stage: str) -> dict[str, tuple[list[str], np.ndarray]]:
         """Rank 0: ``{extractor name: (ids, features [N, d])}`` from the cache or by extraction."""
-        from msdm.metrics.cache import FeatureCache, dataset_fingerprint, default_cache_dir
-        from msdm.metrics.evaluate import RealImageFolder, real_features
-        from msdm.metrics.features import to_uint8_images
+        from msdm.metrics.realism.cache import FeatureCache, dataset_fingerprint, default_cache_dir
+        from msdm.metrics.realism.evaluate import RealImageFolder, real_features
+        from msdm.metrics.realism.features import to_uint8_images
 
         cache_dir = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
         out = {}
@@ -225,9 +226,9 @@ class GenerationMetrics(pl.Callback):
     # ------------------------------------------------------------------------------------------------ the run
     @torch.no_grad()
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        from msdm.metrics.challenge import real_features_by_prompt
-        from msdm.metrics.frechet import feature_statistics
-        from msdm.metrics.metric import FrechetDistance, PromptMetrics
+        from msdm.metrics.realism.challenge import real_features_by_prompt
+        from msdm.metrics.realism.frechet import feature_statistics
+        from msdm.metrics.realism.metric import FrechetDistance, PromptMetrics
 
         prompts, pairs = self._prompts(trainer, pl_module)
         device = pl_module.device
@@ -258,12 +259,12 @@ class GenerationMetrics(pl.Callback):
         images = torch.zeros(0, 3, 1, 1)
         kwargs = dict(self.generate_kwargs)
         if trainer.fast_dev_run:  # a smoke run: a few sampling steps, not the module's full schedule
-            from lightning_modules.image_logging import FAST_DEV_RUN_STEPS
+            from lightning_modules.callbacks.images import FAST_DEV_RUN_STEPS
 
             kwargs.setdefault("num_inference_steps", FAST_DEV_RUN_STEPS)
         if end > start:
-            images = pl_module.generate(prompts[start:end], num_images_per_prompt=n, seed=self.seed + start * n,
-                                        **kwargs)
+            images = ModuleGenerator(pl_module, **kwargs).generate(*prompt_major(prompts[start:end], n,
+                                                                                 self.seed + start * n))
         prompt_numbers = torch.arange(start, end).repeat_interleave(n) + 1
         image_index = torch.arange(n).repeat(end - start)
         for name, ext in extractors.items():

@@ -1,7 +1,7 @@
 """A generator that copies: it returns training frames disguised by flips, small crops, colour jitter and JPEG
 re-encoding — what a memorizing diffusion model emits at worst, and what a memorization check must flag.
 
-Used by the tests of :mod:`msdm.metrics.memorization`, its benchmark, and as a ``generate()``-protocol stand-in
+Used by the tests of :mod:`msdm.metrics.realism.memorization`, its benchmark, and as a ``generate()``-protocol stand-in
 (docs/CONVENTIONS.md) for the memorization callback's tests.
 """
 
@@ -51,7 +51,7 @@ class CopyingGenerator:
     images are reproducible and, like MSDMUNetModule's, independent of how prompts are split into calls."""
 
     def __init__(self, frames: Sequence, size: int | None = None, **disguise_kwargs):
-        from msdm.metrics.features import load_image
+        from msdm.metrics.realism.features import load_image
 
         self.frames = [load_image(f) if not hasattr(f, "convert") else f for f in frames]
         self.size = size

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from msdm.metrics.frechet import as_float64
+from msdm.metrics.realism.frechet import as_float64
 
 __all__ = ["DEFAULT_ALPHA", "FLIPS", "luma_thumbnails", "ssim", "feature_neighbours", "pixel_neighbours",
            "Calibration", "calibrate", "MemorizationResult", "memorization_report"]
@@ -62,7 +62,7 @@ def luma_thumbnails(images, size: int = 64) -> torch.Tensor:
     """
     from PIL import Image
 
-    from msdm.metrics.features import to_uint8_images
+    from msdm.metrics.realism.features import to_uint8_images
 
     out = []
     for a in to_uint8_images(images):

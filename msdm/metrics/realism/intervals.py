@@ -10,9 +10,9 @@ Intervals (95 % unless ``level`` says otherwise):
   Chong & Forsyth 2020), so the bootstrap distribution sits above the estimate and its percentiles would not
   even contain it. The interval says how much the FID moves between draws of the same size; FIDs at different n
   still differ by their bias and are not comparable;
-* **KID**: its own jackknife standard error (:mod:`msdm.metrics.kid`), ``KID ± 1.96 · SE``;
+* **KID**: its own jackknife standard error (:mod:`msdm.metrics.realism.kid`), ``KID ± 1.96 · SE``;
 * **copy fraction**: bootstrap over generated images *and* over the calibration frames that set the threshold
-  (:mod:`msdm.metrics.memorization`);
+  (:mod:`msdm.metrics.realism.memorization`);
 * **over runs** (``msdm report``): mean ± sample std (ddof 1) of the runs.
 
 :data:`STABILITY_RULES` states, per figure, the n below which ``msdm evaluate`` / ``msdm report`` print a warning,
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from msdm.metrics.frechet import as_float64
+from msdm.metrics.realism.frechet import as_float64
 
 __all__ = ["Interval", "Z95", "percentile_bootstrap_mean", "bootstrap_statistic", "frechet_bootstrap",
            "normal_interval", "STABILITY_RULES", "stability_warnings", "format_figure"]
@@ -87,7 +87,7 @@ def _frechet_weighted(k11, k22, k12, w1, w2) -> float:
     With weights w (Σw = n) the mean is Xᵀw/n and the covariance Σ w_i (x_i − μ)(x_i − μ)ᵀ/(n − 1) — the sample
     covariance of the resample with its repeats written out. Everything FD needs is an inner product:
     ‖μ1 − μ2‖² and tr Σ from K11, K22, K12, and tr sqrtm(Σ1Σ2) is the nuclear norm of
-    diag(√w1)(X1 − 1μ1ᵀ)(X2 − 1μ2ᵀ)ᵀdiag(√w2)/√((n−1)(m−1)) (the sample path of msdm.metrics.frechet), whose centred
+    diag(√w1)(X1 − 1μ1ᵀ)(X2 − 1μ2ᵀ)ᵀdiag(√w2)/√((n−1)(m−1)) (the sample path of msdm.metrics.realism.frechet), whose centred
     cross product is K12 − (K12 w2/m)1ᵀ − 1(w1ᵀK12/n) + (w1ᵀK12w2/(nm)) 11ᵀ. No d-dimensional work per resample.
     """
     n, m = w1.sum(), w2.sum()

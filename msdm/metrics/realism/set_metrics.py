@@ -1,7 +1,7 @@
 """torchmetrics ``Metric`` classes for the figures that need every feature, not moments: KID and precision /
 recall / density / coverage.
 
-Like :class:`~msdm.metrics.metric.FrechetDistance` they take features, not images (the extractor stays on the
+Like :class:`~msdm.metrics.realism.metric.FrechetDistance` they take features, not images (the extractor stays on the
 callback or in the command). The generated side is kept as ``cat`` states, gathered across ranks, with each
 feature's global image index; :meth:`FeatureSetMetric.generated` sorts by that index, so the set — and a KID's
 seeded subsets — is the same whatever the number of ranks and however the images were sharded. A rank that never
@@ -19,10 +19,10 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from msdm.metrics.frechet import as_float64
-from msdm.metrics.intervals import normal_interval, percentile_bootstrap_mean
-from msdm.metrics.kid import kernel_inception_distance
-from msdm.metrics.prdc import DC_K, PR_K, manifold_scores
+from msdm.metrics.realism.frechet import as_float64
+from msdm.metrics.realism.intervals import normal_interval, percentile_bootstrap_mean
+from msdm.metrics.realism.kid import kernel_inception_distance
+from msdm.metrics.realism.prdc import DC_K, PR_K, manifold_scores
 
 __all__ = ["FeatureSetMetric", "KernelDistance", "ManifoldMetrics"]
 
@@ -103,7 +103,7 @@ class FeatureSetMetric(Metric):
 
 
 class KernelDistance(FeatureSetMetric):
-    """KID (:func:`msdm.metrics.kid.kernel_inception_distance`) on the gathered sets.
+    """KID (:func:`msdm.metrics.realism.kid.kernel_inception_distance`) on the gathered sets.
 
     ``compute()`` → ``{"kid", "kid_std", "low", "high"}`` float64 tensors: whole sets with a jackknife error and
     ``kid ± 1.96·SE`` by default; with ``subsets`` the mean and std over seeded subsets (and the same interval form).
@@ -128,7 +128,7 @@ class KernelDistance(FeatureSetMetric):
 
 
 class ManifoldMetrics(FeatureSetMetric):
-    """Precision / recall (k = 3) and density / coverage (k = 5) on the gathered sets (:mod:`msdm.metrics.prdc`).
+    """Precision / recall (k = 3) and density / coverage (k = 5) on the gathered sets (:mod:`msdm.metrics.realism.prdc`).
 
     ``compute()`` → ``{"precision", "recall", "density", "coverage"}`` float64 tensors; :attr:`intervals` then
     holds their percentile-bootstrap intervals over images (given the manifolds).

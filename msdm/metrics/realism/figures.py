@@ -2,7 +2,7 @@
 
 :func:`realism_figures` turns two feature sets (Inception for FID, KID, P/R, D/C; BiomedCLIP for FBD) into
 ``{name: {"value", "interval", "n_real", "n_generated", ...}}``; :func:`format_figures` prints them one per line
-with n and interval, and the stability warnings of :data:`msdm.metrics.intervals.STABILITY_RULES` under them. What
+with n and interval, and the stability warnings of :data:`msdm.metrics.realism.intervals.STABILITY_RULES` under them. What
 ``msdm evaluate`` prints and writes to ``metrics.json`` (``"figures"``).
 """
 
@@ -12,16 +12,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from msdm.metrics.frechet import as_float64, frechet_distance
-from msdm.metrics.intervals import (
+from msdm.metrics.realism.frechet import as_float64, frechet_distance
+from msdm.metrics.realism.intervals import (
     format_figure,
     frechet_bootstrap,
     normal_interval,
     percentile_bootstrap_mean,
     stability_warnings,
 )
-from msdm.metrics.kid import kernel_inception_distance
-from msdm.metrics.prdc import DC_K, PR_K, manifold_scores
+from msdm.metrics.realism.kid import kernel_inception_distance
+from msdm.metrics.realism.prdc import DC_K, PR_K, manifold_scores
 
 __all__ = ["frechet_figure", "realism_figures", "format_figures", "FIGURE_ORDER"]
 
@@ -31,7 +31,7 @@ _TITLES = {"FID": "FID ↓", "FBD": "FBD ↓", "KID": "KID ↓", "precision": "p
 
 
 def frechet_figure(gen, real, num_bootstrap: int = 200, seed: int = 0) -> dict:
-    """Fréchet distance with ``± 1.96 · SE`` of a bootstrap over both sets (:mod:`msdm.metrics.intervals`)."""
+    """Fréchet distance with ``± 1.96 · SE`` of a bootstrap over both sets (:mod:`msdm.metrics.realism.intervals`)."""
     g, r = as_float64(gen), as_float64(real)
     value = frechet_distance(g, r)
     out = {"value": value, "n_real": len(r), "n_generated": len(g)}

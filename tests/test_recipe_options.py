@@ -1,0 +1,111 @@
+"""The recipe options for real frames: v-prediction, zero terminal SNR, min-SNR-γ weights, and the guidance options
+of the pipeline (guidance interval, CFG rescale, autoguidance), each against an independent reference."""
+
+import pytest
+import torch
+
+from msdm.diffusion import diffusion_loss, min_snr_weights, training_scheduler
+from msdm.models.presets import build_unet
+from msdm.testing import build_tiny_pipeline
+
+PROMPTS = ["Generate an image with 2 polyps.", "Generate an image containing a green/black box artefact."]
+
+
+def _diffusers_example_snr_weights(scheduler, timesteps, gamma):
+    # diffusers/examples/text_to_image/train_text_to_image.py (compute_snr + the min-SNR block), written out
+    alphas_cumprod = scheduler.alphas_cumprod
+    sqrt_alphas_cumprod = alphas_cumprod**0.5
+    sqrt_one_minus_alphas_cumprod = (1.0 - alphas_cumprod) ** 0.5
+    alpha, sigma = sqrt_alphas_cumprod[timesteps].float(), sqrt_one_minus_alphas_cumprod[timesteps].float()
+    snr = (alpha / sigma) ** 2
+    w = torch.stack([snr, gamma * torch.ones_like(timesteps, dtype=torch.float)], dim=1).min(dim=1)[0]
+    return w / snr if scheduler.config.prediction_type == "epsilon" else w / (snr + 1)
+
+
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+def test_min_snr_weights_equal_the_diffusers_training_example(pred):
+    sched = training_scheduler(pred)
+    t = torch.tensor([0, 1, 10, 100, 300, 500, 700, 900, 998])
+    torch.testing.assert_close(min_snr_weights(sched, t, 5.0), _diffusers_example_snr_weights(sched, t, 5.0),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_zero_terminal_snr_reaches_pure_noise_and_needs_v():
+    assert float(training_scheduler().alphas_cumprod[-1]) > 5e-5  # the paper's schedule: ᾱ_T = 7.5e-5
+    z = training_scheduler("v_prediction", zero_terminal_snr=True)
+    assert float(z.alphas_cumprod[-1]) == 0.0 and z.config.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="v_prediction"):
+        training_scheduler("epsilon", zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="prediction_type"):
+        training_scheduler("sample")
+
+
+def test_weighted_loss_is_the_weighted_mean_of_per_sample_losses():
+    torch.manual_seed(0)
+    unet = build_unet("tiny", text_embed_dim=8)
+    sched = training_scheduler("v_prediction", zero_terminal_snr=True)
+    lat, states, mask = torch.randn(3, 4, 8, 8), torch.randn(3, 2, 8), torch.ones(3, 2)
+    noise, t = torch.randn(3, 4, 8, 8), torch.tensor([5, 400, 999])
+    with torch.no_grad():
+        got = diffusion_loss(unet, lat, states, mask, sched, "mse", noise=noise, timesteps=t, snr_gamma=5.0)
+        pred = unet(sched.add_noise(lat, noise, t), t, states, mask).sample
+        target = sched.get_velocity(lat, noise, t)  # v = √ᾱ ε − √(1−ᾱ) x₀
+        ac = sched.alphas_cumprod[t]
+        torch.testing.assert_close(target, ac.sqrt().view(-1, 1, 1, 1) * noise - (1 - ac).sqrt().view(-1, 1, 1, 1) * lat)
+        per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+        want = (per * _diffusers_example_snr_weights(sched, t, 5.0).nan_to_num(0.0)).mean()
+    torch.testing.assert_close(got, want)
+
+
+@pytest.fixture
+def pipe(tiny_text_encoder):
+    return build_tiny_pipeline(tiny_text_encoder)
+
+
+def _run(p, **kw):
+    g = [torch.Generator().manual_seed(i) for i in range(4)]
+    return p(PROMPTS, num_images_per_prompt=2, num_inference_steps=6, generator=g, output_type="pt", **kw).images
+
+
+def test_guidance_interval_limits_and_all_steps_equal_plain_cfg(pipe):
+    cfg = _run(pipe, guidance_scale=4.0)
+    torch.testing.assert_close(_run(pipe, guidance_scale=4.0, guidance_interval=(0, 999)), cfg, atol=0, rtol=0)
+    # an interval no timestep falls in is no guidance at all (one conditional pass per step)
+    torch.testing.assert_close(_run(pipe, guidance_scale=4.0, guidance_interval=(-2, -1)),
+                               _run(pipe, guidance_scale=1.0), atol=1e-6, rtol=0)
+    part = _run(pipe, guidance_scale=4.0, guidance_interval=(200, 700))
+    assert (part - cfg).abs().max() > 1e-4 and (part - _run(pipe, guidance_scale=1.0)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="lo <= hi"):
+        _run(pipe, guidance_interval=(700, 200))
+
+
+def test_guidance_interval_is_saved_with_the_folder(pipe, tmp_path):
+    from msdm.pipeline import MSDMPipeline
+
+    pipe.register_to_config(guidance_interval=(200.0, 700.0))
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = MSDMPipeline.from_pretrained(tmp_path / "p")
+    assert tuple(loaded.config.guidance_interval) == (200.0, 700.0)
+    loaded.set_progress_bar_config(disable=True)
+    torch.testing.assert_close(_run(loaded, guidance_scale=4.0),
+                               _run(pipe, guidance_scale=4.0, guidance_interval=(200, 700)), atol=0, rtol=0)
+
+
+def test_autoguidance_against_itself_is_the_conditional_model_and_a_weaker_model_moves_it(pipe):
+    import copy
+
+    cond = _run(pipe, guidance_scale=1.0)
+    # bad + s·(good − bad) with bad == good is good: same images as no guidance
+    torch.testing.assert_close(_run(pipe, guidance_scale=3.0, guide_unet=pipe.unet), cond, atol=1e-5, rtol=0)
+    weaker = copy.deepcopy(pipe.unet)
+    with torch.no_grad():
+        for p in weaker.parameters():
+            p.mul_(0.7)
+    auto = _run(pipe, guidance_scale=3.0, guide_unet=weaker)
+    assert (auto - cond).abs().max() > 1e-4
+
+
+def test_guidance_rescale_zero_is_a_no_op_and_one_matches_the_conditional_std(pipe):
+    base = _run(pipe, guidance_scale=6.0)
+    torch.testing.assert_close(_run(pipe, guidance_scale=6.0, guidance_rescale=0.0), base, atol=0, rtol=0)
+    assert (_run(pipe, guidance_scale=6.0, guidance_rescale=0.7) - base).abs().max() > 1e-4
