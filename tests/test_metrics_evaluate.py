@@ -231,3 +231,51 @@ def test_report_mean_and_std_over_runs(tmp_path, capsys):
     # explicit labels
     assert msdm_main(["report", f"A={runs[0]}", f"A={runs[1]}", "--output", str(out)]) == 0
     assert "| A | 2 |" in out.read_text()
+
+
+def test_evaluate_prints_every_figure_with_n_and_interval_and_the_memorization_report(kvasir_dir, tmp_path, capsys):
+    """`msdm evaluate --fid-only --train-images --calibration-images`: FID, KID, P/R, D/C and the copy fraction, each
+    with n and an interval in metrics.json and on screen, stability warnings at this small n, and the memorization
+    files; disguised copies of training frames are flagged, unseen real frames are not (the pixel view decides
+    here: the tiny Inception stand-in's features carry no meaning)."""
+    import csv
+
+    from PIL import Image
+
+    from msdm.metrics.realism.disguised_copies import disguise
+
+    frames = sorted((kvasir_dir / "images").glob("*.jpg"))
+    dirs = {k: tmp_path / k for k in ("train", "calibration", "generated")}
+    for d in dirs.values():
+        d.mkdir()
+    for p in frames[:30]:
+        shutil.copy(p, dirs["train"] / p.name)
+    for p in frames[30:90]:
+        shutil.copy(p, dirs["calibration"] / p.name)
+    for i in range(10):  # prompt 1: disguised copies of training frames; prompt 2: real frames the model never saw
+        disguise(Image.open(frames[i]), np.random.default_rng([i, 7])).save(
+            dirs["generated"] / f"prompt0001_img{i + 1:04d}.png")
+        Image.open(frames[100 + i]).convert("RGB").save(dirs["generated"] / f"prompt0002_img{i + 1:04d}.png")
+    inc = write_tiny_inception(tmp_path / "inc.pt", feature_dim=32)
+    out = tmp_path / "metrics.json"
+    assert msdm_main(["evaluate", str(dirs["generated"]), "--fid-only", "--real-images", str(dirs["calibration"]),
+                      "--inception", inc, "--train-images", str(dirs["train"]), "--calibration-images",
+                      str(dirs["calibration"]), "--cache-dir", "none", "--device", "cpu", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    figs = result["figures"]
+    assert set(figs) == {"FID", "KID", "precision", "recall", "density", "coverage", "copy_fraction"}
+    for name, f in figs.items():
+        assert f["n_generated"] == 20 and f["interval"]["low"] <= f["value"] <= f["interval"]["high"], name
+        assert f.get("n_real", f.get("n_train")) == (30 if name == "copy_fraction" else 60)
+    assert figs["FID"]["value"] == pytest.approx(result["scores"]["FID"], rel=1e-12)
+    assert "n real 60 / generated 20" in printed and "n train 30 / generated 20" in printed
+    assert "warning: FID: n = 20 < 2048" in printed and "Chong & Forsyth" in printed
+    rows = list(csv.DictReader((dirs["generated"] / "memorization.csv").open()))
+    assert len(rows) == 20
+    verdict = {r["generated"]: r["copy"] == "True" for r in rows}
+    assert sum(verdict[f"prompt0001_img{i:04d}.png"] for i in range(1, 11)) >= 9
+    assert sum(verdict[f"prompt0002_img{i:04d}.png"] for i in range(1, 11)) <= 1
+    assert figs["copy_fraction"]["value"] == pytest.approx(np.mean(list(verdict.values())))
+    assert result["memorization"]["calibration"] == "held-out"
+    assert Image.open(dirs["generated"] / "memorization.png").size[0] > 0

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from msdm.io import atomic_file, write_json
-from msdm.metrics.realism.memorization import FLIPS, MemorizationResult
+from msdm.metrics.realism.memorization import DEFAULT_ALPHA, FLIPS, MemorizationResult
 
-__all__ = ["closest_rows", "write_csv", "write_gallery", "write_report"]
+__all__ = ["closest_rows", "write_csv", "write_gallery", "write_report", "source_thumbnails", "copy_fraction_figure",
+           "memorization_of_images"]
 
 CSV_COLUMNS = ["generated", "copy", "copy_by_features", "copy_by_pixels", "ssim", "nearest_train_pixels", "flip", "crop",
                "feature_distance", "second_feature_distance", "nn_ratio", "nearest_train_features"]
@@ -91,3 +92,61 @@ def write_report(result: MemorizationResult, out_dir: str | os.PathLike, load_ge
     write_gallery(result, paths["gallery"], load_generated, load_train, num_pairs)
     return paths
 
+
+
+def source_thumbnails(source, size: int = 64, batch_size: int = 64):
+    """Luma thumbnails ``[N, size, size]`` of a real-image source (RealImageFolder / RealImageDataset), in its id
+    order, and ``{id: PIL image loader}`` for the gallery."""
+    import torch
+
+    from msdm.metrics.realism.memorization import luma_thumbnails
+
+    thumbs = [luma_thumbnails(images, size) for _, images in source.iter_batches(batch_size)]
+    return torch.cat(thumbs) if thumbs else torch.zeros(0, size, size)
+
+
+def _source_image(source, image_id: str):
+    paths = getattr(source, "paths", None)
+    if paths is not None:
+        return paths[list(source.ids).index(image_id)]
+    row = source.rows[list(source.ids).index(image_id)]
+    return source.dataset[row][source.image_column].convert("RGB")
+
+
+def copy_fraction_figure(result: MemorizationResult) -> dict:
+    """The copy fraction as one of :func:`msdm.metrics.realism.figures.realism_figures`' entries (n + interval)."""
+    s = result.summary()
+    return {"value": result.copy_fraction, "interval": result.interval, "n_train": result.n_train,
+            "n_generated": result.n_generated, "n_calibration": s["n_calibration"], "alpha": s["alpha"],
+            "calibration": s["calibration"], "calibration_flagged": s["calibration_flagged"]}
+
+
+def memorization_of_images(gen_paths, gen_features, train_source, extractor, calibration_source=None,
+                           cache_dir=None, batch_size: int = 32, alpha: float = DEFAULT_ALPHA, size: int = 64,
+                           out_dir: str | os.PathLike | None = None, num_pairs: int = 16):
+    """The memorization report of generated image files (with their ``extractor`` features ``[n, d]``, the same
+    extractor as FID's) against a training-image source; the threshold is calibrated on ``calibration_source``
+    (held-out real frames the generator never saw) or, without it, leave-one-out on the training frames. Writes
+    the CSV, JSON and gallery into ``out_dir`` when given. Returns ``(result, paths or None)``."""
+    import numpy as np
+
+    from msdm.metrics.realism.evaluate import real_features
+    from msdm.metrics.realism.memorization import luma_thumbnails, memorization_report
+
+    def feats_and_thumbs(src, what):
+        by_id, _ = real_features(src, extractor, cache_dir, batch_size, desc=f"{extractor.name} features ({what})")
+        return np.stack([by_id[i] for i in src.ids]), source_thumbnails(src, size)
+
+    train_f, train_t = feats_and_thumbs(train_source, "training frames")
+    cal_f, cal_t = feats_and_thumbs(calibration_source, "calibration frames") if calibration_source else (None, None)
+    gen_paths = [Path(p) for p in gen_paths]
+    result = memorization_report(gen_features, luma_thumbnails(gen_paths, size), train_f, train_t, cal_f, cal_t,
+                                 alpha=alpha, gen_ids=[p.name for p in gen_paths], train_ids=list(train_source.ids))
+    if out_dir is None:
+        return result, None
+    by_name = {p.name: p for p in gen_paths}
+    extra = {"train": train_source.describe(),
+             "calibration_images": calibration_source.describe() if calibration_source else None}
+    paths = write_report(result, out_dir, by_name.__getitem__, lambda i: _source_image(train_source, i), num_pairs,
+                         extra)
+    return result, paths
