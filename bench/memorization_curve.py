@@ -116,6 +116,7 @@ def score(runs: list[Path], out_csv: Path, prep: Path, num_images: int, size: in
         with open(out_csv) as f:
             done = {(r["run"], int(r["step"]), r["weights"]) for r in csv.DictReader(f)}
     for run in runs:
+        name = run.parent.name if run.name.startswith("version_") else run.name  # runs/mem/unet150/version_0
         for step, ckpt in _checkpoints(run):
             if (steps and step not in steps) or (not steps and step % every):
                 continue
@@ -129,7 +130,7 @@ def score(runs: list[Path], out_csv: Path, prep: Path, num_images: int, size: in
             cal = calibrate(train.features, train.thumbs, heldout.features, heldout.thumbs, alpha)
             ema = module.ema
             for weights in ("ema", "raw"):
-                if (run.name, step, weights) in done:
+                if (name, step, weights) in done:
                     continue
                 module.ema = ema if weights == "ema" else None
                 t0 = time.time()
@@ -137,11 +138,11 @@ def score(runs: list[Path], out_csv: Path, prep: Path, num_images: int, size: in
                 t_gen = time.time() - t0
                 feats = ext.extract(images, 32).numpy()
                 thumbs = luma_thumbnails(images, size)
-                gen_ids = [f"{run.name}-{step}-{weights}-{k:03d}" for k in range(len(images))]
+                gen_ids = [f"{name}-{step}-{weights}-{k:03d}" for k in range(len(images))]
                 mem = memorization_report(feats, thumbs, train.features, train.thumbs, gen_ids=gen_ids,
                                           train_ids=train.ids, calibration=cal)
                 figs = realism_figures(feats, heldout.features, prdc=True)
-                row = {"run": run.name, "step": step, "weights": weights, "n_train": len(train.ids),
+                row = {"run": name, "step": step, "weights": weights, "n_train": len(train.ids),
                        "n_generated": len(images), "copy_fraction": mem.copy_fraction,
                        "copy_low": mem.interval["low"], "copy_high": mem.interval["high"],
                        "median_ssim": float(np.median([r["ssim"] for r in mem.rows])),
@@ -162,7 +163,7 @@ def score(runs: list[Path], out_csv: Path, prep: Path, num_images: int, size: in
                       flush=True)
                 if gallery_dir is not None:
                     by_id = dict(zip(gen_ids, images))
-                    write_report(mem, gallery_dir / f"{run.name}-{step}-{weights}", by_id.__getitem__,
+                    write_report(mem, gallery_dir / f"{name}-{step}-{weights}", by_id.__getitem__,
                                  lambda i, t=train: t.paths[i])
             module.ema = ema
             del module
