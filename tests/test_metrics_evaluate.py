@@ -279,3 +279,28 @@ def test_evaluate_prints_every_figure_with_n_and_interval_and_the_memorization_r
     assert figs["copy_fraction"]["value"] == pytest.approx(np.mean(list(verdict.values())))
     assert result["memorization"]["calibration"] == "held-out"
     assert Image.open(dirs["generated"] / "memorization.png").size[0] > 0
+
+
+def test_report_shows_interval_and_n_of_a_single_run_and_warns(tmp_path, capsys):
+    one = tmp_path / "runs" / "msdm" / "seed0"
+    one.mkdir(parents=True)
+    (one / "metrics.json").write_text(json.dumps({
+        "scores": {"FID": 120.5, "KID": 0.0123, "copy_fraction": 0.25},
+        "figures": {"FID": {"value": 120.5, "interval": {"low": 110.25, "high": 130.75}, "n_real": 148,
+                            "n_generated": 40},
+                    "KID": {"value": 0.0123, "interval": {"low": -0.002, "high": 0.0266}, "n_real": 148,
+                            "n_generated": 40},
+                    "copy_fraction": {"value": 0.25, "interval": {"low": 0.125, "high": 0.4}, "n_train": 150,
+                                      "n_generated": 40, "n_calibration": 148, "alpha": 0.02}}}))
+    logged = tmp_path / "runs" / "cb" / "version_0"  # the realism callback's logged bounds and n
+    logged.mkdir(parents=True)
+    (logged / "metrics.csv").write_text("epoch,step,val/kid,val/kid_low,val/kid_high,val/n_real,val/n_generated\n"
+                                        "0,10,0.5,0.25,0.75,8,12\n")
+    assert msdm_main(["report", str(one), str(logged)]) == 0
+    out = capsys.readouterr().out
+    assert "| msdm | 1 | 120.50 [110.25, 130.75] | 0.0123 [-0.0020, 0.0266] | 0.250 [0.125, 0.400] |" in out
+    assert "| cb | 1 | – | 0.5000 [0.2500, 0.7500] | – |" in out
+    assert "msdm: FID (n real 148 / generated 40)" in out and "copy_fraction (n train 150 / generated 40)" in out
+    assert "cb: KID (n real 8 / generated 12)" in out
+    assert "msdm: warning: FID: n = 40 < 2048" in out and "msdm: warning: KID: n = 40 < 100, its interval holds 0" in out
+    assert "warning: copy_fraction: n = 40 < 100" in out
