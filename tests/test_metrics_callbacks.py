@@ -15,6 +15,8 @@ from lightning_modules.callbacks import GenerationMetrics
 from msdm.metrics.realism.challenge import challenge_scores, real_features_by_prompt
 from msdm.metrics.realism.features import BiomedCLIPExtractor, InceptionExtractor
 from msdm.metrics.realism.frechet import frechet_distance
+from msdm.metrics.realism.kid import kernel_inception_distance
+from msdm.metrics.realism.prdc import manifold_scores
 from msdm.metrics.testing import write_tiny_biomedclip_transformers, write_tiny_inception
 
 PROMPTS = ["Generate an image containing a polyp.", "Show a picture with one polyp.",
@@ -72,6 +74,17 @@ def test_fast_dev_run_logs_the_metrics(tiny_text_encoder, kvasir_samples, extrac
     expected = challenge_scores(by_prompt, real_features_by_prompt(real_by_id, mapping, by_prompt))
     for k, key in (("fidelity", "fidelity"), ("agreement", "agreement"), ("diversity", "diversity"), ("fbd", "FBD")):
         assert logged[f"val/{k}"] == pytest.approx(expected[key], rel=1e-5), k
+    # KID and P/R/D/C on the same Inception features, with their n and interval bounds (issue 21)
+    gen_inc, real_inc = inc.extract(images).numpy(), inc.extract(real).numpy()
+    kid = kernel_inception_distance(real_inc, gen_inc)
+    assert logged["val/kid"] == pytest.approx(kid.value, rel=1e-5, abs=1e-7)
+    assert logged["val/kid_low"] <= logged["val/kid"] <= logged["val/kid_high"]
+    s = manifold_scores(real_inc, gen_inc)
+    for k in ("precision", "recall", "density", "coverage"):
+        assert logged[f"val/{k}"] == pytest.approx(getattr(s, k), rel=1e-6), k
+        assert logged[f"val/{k}_low"] <= logged[f"val/{k}"] <= logged[f"val/{k}_high"], k
+    assert logged["val/n_generated"] == 12 and logged["val/n_real"] == len(ids)
+    assert cb.last_figures["KID"]["n_generated"] == 12 and "interval" in cb.last_figures["precision"]
 
     # extractor weights are on the callback only: the checkpoint holds what trains, the callback state is empty
     trainer.save_checkpoint(tmp_path / "m.ckpt")
@@ -125,7 +138,8 @@ def test_ddp_two_processes_log_the_single_process_values(tiny_text_encoder, kvas
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[devices] = [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
     single = results[1][0]["metrics"]
-    assert set(single) == {"val/fid", "val/fbd", "val/fidelity", "val/agreement", "val/diversity"}
+    assert set(single) >= {"val/fid", "val/fbd", "val/fidelity", "val/agreement", "val/diversity", "val/kid",
+                           "val/precision", "val/recall", "val/density", "val/coverage"}
     for rank in results[2]:
         assert rank["world_size"] == 2
         for k, v in single.items():

@@ -231,3 +231,76 @@ def test_report_mean_and_std_over_runs(tmp_path, capsys):
     # explicit labels
     assert msdm_main(["report", f"A={runs[0]}", f"A={runs[1]}", "--output", str(out)]) == 0
     assert "| A | 2 |" in out.read_text()
+
+
+def test_evaluate_prints_every_figure_with_n_and_interval_and_the_memorization_report(kvasir_dir, tmp_path, capsys):
+    """`msdm evaluate --fid-only --train-images --calibration-images`: FID, KID, P/R, D/C and the copy fraction, each
+    with n and an interval in metrics.json and on screen, stability warnings at this small n, and the memorization
+    files; disguised copies of training frames are flagged, unseen real frames are not (the pixel view decides
+    here: the tiny Inception stand-in's features carry no meaning)."""
+    import csv
+
+    from PIL import Image
+
+    from msdm.metrics.realism.disguised_copies import disguise
+
+    frames = sorted((kvasir_dir / "images").glob("*.jpg"))
+    dirs = {k: tmp_path / k for k in ("train", "calibration", "generated")}
+    for d in dirs.values():
+        d.mkdir()
+    for p in frames[:30]:
+        shutil.copy(p, dirs["train"] / p.name)
+    for p in frames[30:90]:
+        shutil.copy(p, dirs["calibration"] / p.name)
+    for i in range(10):  # prompt 1: disguised copies of training frames; prompt 2: real frames the model never saw
+        disguise(Image.open(frames[i]), np.random.default_rng([i, 7])).save(
+            dirs["generated"] / f"prompt0001_img{i + 1:04d}.png")
+        Image.open(frames[100 + i]).convert("RGB").save(dirs["generated"] / f"prompt0002_img{i + 1:04d}.png")
+    inc = write_tiny_inception(tmp_path / "inc.pt", feature_dim=32)
+    out = tmp_path / "metrics.json"
+    assert msdm_main(["evaluate", str(dirs["generated"]), "--fid-only", "--real-images", str(dirs["calibration"]),
+                      "--inception", inc, "--train-images", str(dirs["train"]), "--calibration-images",
+                      str(dirs["calibration"]), "--cache-dir", "none", "--device", "cpu", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    figs = result["figures"]
+    assert set(figs) == {"FID", "KID", "precision", "recall", "density", "coverage", "copy_fraction"}
+    for name, f in figs.items():
+        assert f["n_generated"] == 20 and f["interval"]["low"] <= f["value"] <= f["interval"]["high"], name
+        assert f.get("n_real", f.get("n_train")) == (30 if name == "copy_fraction" else 60)
+    assert figs["FID"]["value"] == pytest.approx(result["scores"]["FID"], rel=1e-12)
+    assert "n real 60 / generated 20" in printed and "n train 30 / generated 20" in printed
+    assert "warning: FID: n = 20 < 2048" in printed and "Chong & Forsyth" in printed
+    rows = list(csv.DictReader((dirs["generated"] / "memorization.csv").open()))
+    assert len(rows) == 20
+    verdict = {r["generated"]: r["copy"] == "True" for r in rows}
+    assert sum(verdict[f"prompt0001_img{i:04d}.png"] for i in range(1, 11)) >= 9
+    assert sum(verdict[f"prompt0002_img{i:04d}.png"] for i in range(1, 11)) <= 1
+    assert figs["copy_fraction"]["value"] == pytest.approx(np.mean(list(verdict.values())))
+    assert result["memorization"]["calibration"] == "held-out"
+    assert Image.open(dirs["generated"] / "memorization.png").size[0] > 0
+
+
+def test_report_shows_interval_and_n_of_a_single_run_and_warns(tmp_path, capsys):
+    one = tmp_path / "runs" / "msdm" / "seed0"
+    one.mkdir(parents=True)
+    (one / "metrics.json").write_text(json.dumps({
+        "scores": {"FID": 120.5, "KID": 0.0123, "copy_fraction": 0.25},
+        "figures": {"FID": {"value": 120.5, "interval": {"low": 110.25, "high": 130.75}, "n_real": 148,
+                            "n_generated": 40},
+                    "KID": {"value": 0.0123, "interval": {"low": -0.002, "high": 0.0266}, "n_real": 148,
+                            "n_generated": 40},
+                    "copy_fraction": {"value": 0.25, "interval": {"low": 0.125, "high": 0.4}, "n_train": 150,
+                                      "n_generated": 40, "n_calibration": 148, "alpha": 0.02}}}))
+    logged = tmp_path / "runs" / "cb" / "version_0"  # the realism callback's logged bounds and n
+    logged.mkdir(parents=True)
+    (logged / "metrics.csv").write_text("epoch,step,val/kid,val/kid_low,val/kid_high,val/n_real,val/n_generated\n"
+                                        "0,10,0.5,0.25,0.75,8,12\n")
+    assert msdm_main(["report", str(one), str(logged)]) == 0
+    out = capsys.readouterr().out
+    assert "| msdm | 1 | 120.50 [110.25, 130.75] | 0.0123 [-0.0020, 0.0266] | 0.250 [0.125, 0.400] |" in out
+    assert "| cb | 1 | – | 0.5000 [0.2500, 0.7500] | – |" in out
+    assert "msdm: FID (n real 148 / generated 40)" in out and "copy_fraction (n train 150 / generated 40)" in out
+    assert "cb: KID (n real 8 / generated 12)" in out
+    assert "msdm: warning: FID: n = 40 < 2048" in out and "msdm: warning: KID: n = 40 < 100, its interval holds 0" in out
+    assert "warning: copy_fraction: n = 40 < 100" in out

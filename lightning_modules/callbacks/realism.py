@@ -18,7 +18,12 @@ computed once on global rank 0, cached on disk by a fingerprint of the data and 
 The extractors live on the callback, never on the LightningModule, so their weights never enter a model checkpoint
 (GUIDE §4); the callback's own checkpoint state is empty.
 
-Logged: ``{stage}/fid`` (Inception, against all real images), ``{stage}/fbd`` and, with a ``real_mapping`` (the
+Logged: ``{stage}/fid`` (Inception, against all real images); with ``kid`` / ``prdc`` (on by default with FID) on
+the same Inception features ``{stage}/kid`` with ``{stage}/kid_low`` / ``kid_high`` (± 1.96 SE), and
+``{stage}/precision``, ``recall``, ``density``, ``coverage`` with ``_low`` / ``_high`` (bootstrap over images),
+the torchmetrics forms of :mod:`msdm.metrics.realism.set_metrics` (gathered feature sets, DDP-equal);
+``{stage}/n_generated`` and ``{stage}/n_real``, the n behind every figure (:data:`last_figures` keeps them in the
+``msdm evaluate`` form, stability warnings included); ``{stage}/fbd`` and, with a ``real_mapping`` (the
 challenge's ``{prompt number: [real image ids]}``), ``{stage}/fidelity``, ``{stage}/diversity`` and — with
 paraphrase pairs — ``{stage}/agreement``; ``fbd`` is then the challenge's definition (real images stacked per pair).
 """
@@ -64,6 +69,8 @@ class GenerationMetrics(pl.Callback):
             (``num_inference_steps``, ``guidance_scale``, …; under ``fast_dev_run`` ``num_inference_steps`` defaults to
             2).
         reference_compatible / single_real: as in :func:`msdm.metrics.realism.challenge.challenge_scores`.
+        kid / prdc: with ``fid``, also KID and precision / recall / density / coverage on the Inception features
+            (P/R/D/C need more generated and real images than their k-NN's k = 5).
     """
 
     def __init__(
@@ -85,6 +92,8 @@ class GenerationMetrics(pl.Callback):
         generate_kwargs: dict | None = None,
         reference_compatible: bool = False,
         single_real: str = "error",
+        kid: bool = True,
+        prdc: bool = True,
     ):
         super().__init__()
         self.prompts_arg = prompts
@@ -104,7 +113,9 @@ class GenerationMetrics(pl.Callback):
         # Not nn.Module attributes of the LightningModule: kept here, out of every model checkpoint.
         self._extractors: dict = {}
         self._real: dict[tuple[str, str], dict[str, tuple[list[str], np.ndarray]]] = {}
+        self.kid, self.prdc = bool(kid), bool(prdc)
         self.last_metrics: dict[str, float] = {}
+        self.last_figures: dict[str, dict] = {}
 
     # ------------------------------------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -229,6 +240,7 @@ class GenerationMetrics(pl.Callback):
         from msdm.metrics.realism.challenge import real_features_by_prompt
         from msdm.metrics.realism.frechet import feature_statistics
         from msdm.metrics.realism.metric import FrechetDistance, PromptMetrics
+        from msdm.metrics.realism.set_metrics import KernelDistance, ManifoldMetrics
 
         prompts, pairs = self._prompts(trainer, pl_module)
         device = pl_module.device
@@ -244,6 +256,15 @@ class GenerationMetrics(pl.Callback):
             fd = FrechetDistance(ext.feature_dim).to(device)
             fd.set_reference_stats(*feature_statistics(real[name][1]))
             fds[name] = fd
+        sets = {}  # KID and P/R/D/C need every feature: gathered sets, ordered by global image index
+        if "inception" in extractors:
+            n_real = len(real["inception"][1])
+            if self.kid:
+                sets["kid"] = KernelDistance()
+            if self.prdc:
+                sets["prdc"] = ManifoldMetrics()
+            for m in sets.values():
+                m.set_reference_features(real["inception"][1])
         prompt_metrics = None
         if self.real_mapping and "biomedclip" in extractors:
             prompt_metrics = PromptMetrics(pairs="consecutive" if pairs else None,
@@ -274,6 +295,9 @@ class GenerationMetrics(pl.Callback):
             feats = ext.extract(images, self.batch_size) if len(images) else torch.zeros(0, ext.feature_dim)
             if name in fds:
                 fds[name].update(feats.to(device))
+            if name == "inception":
+                for m in sets.values():
+                    m.update(feats.cpu(), index=torch.arange(start * n, end * n))
             if name == "biomedclip" and prompt_metrics is not None:
                 prompt_metrics.update(feats.to(device), prompt_numbers, image_index)
 
@@ -281,6 +305,25 @@ class GenerationMetrics(pl.Callback):
         values = {}
         for name, fd in fds.items():
             values["fid" if name == "inception" else "fbd"] = float(fd.compute())
+        figures = {}
+        if "kid" in sets:
+            r = {k: float(v) for k, v in sets["kid"].compute().items()}
+            values.update(kid=r["kid"], kid_low=r["low"], kid_high=r["high"])
+            figures["KID"] = {"value": r["kid"], "interval": {"low": r["low"], "high": r["high"], "level": 0.95}}
+        if "prdc" in sets:
+            m = sets["prdc"]
+            n_gen = len(m.generated())
+            if min(n_gen, n_real) > max(m.k_pr, m.k_dc):
+                for k, v in m.compute().items():
+                    iv = m.intervals[k]
+                    values.update({k: float(v), f"{k}_low": iv["low"], f"{k}_high": iv["high"]})
+                    figures[k] = {"value": float(v), "interval": iv}
+        if sets:
+            n_gen = len(next(iter(sets.values())).generated())
+            values.update(n_generated=float(n_gen), n_real=float(n_real))
+            if "fid" in values:
+                figures["FID"] = {"value": values["fid"]}
+            self.last_figures = {k: {**f, "n_real": n_real, "n_generated": n_gen} for k, f in figures.items()}
         if prompt_metrics is not None:
             values.update({k: float(v) for k, v in prompt_metrics.compute().items()})
         for k, v in values.items():

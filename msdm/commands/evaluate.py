@@ -6,7 +6,9 @@ NAME = "evaluate"
 HELP = ("Score generated images in the MEDVQA-GI layout (promptXXXX_imgYYYY.png) against real images: Fidelity, "
         "Agreement, Diversity, FBD on BiomedCLIP features (+ FID with --fid), as in the challenge script; "
         "--fid-only needs neither BiomedCLIP weights nor a real mapping (runs offline); or, with --adherence, their "
-        "per-attribute prompt adherence on the synthetic scenes (no real images needed).")
+        "per-attribute prompt adherence on the synthetic scenes (no real images needed). With Inception, KID, "
+        "precision/recall and density/coverage too, every figure with n and a 95 % interval; --train-images adds "
+        "the memorization report (copies of training frames).")
 
 
 def add_arguments(parser) -> None:
@@ -49,6 +51,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", "-o", default=None, help="JSON result path (default: <generated>/metrics.json)")
     parser.add_argument("--batch-size", type=arg_type("batch_size"), default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--train-images", default=None,
+                        help="folder of the generator's training frames: adds the memorization report (nearest "
+                             "training frame of every image in Inception features and in SSIM, copy verdict, copy "
+                             "fraction with a bootstrap interval; memorization.csv / .json / .png next to the "
+                             "result). Implies --fid")
+    parser.add_argument("--calibration-images", default=None,
+                        help="folder of held-out real frames the generator NEVER saw (same domain as the training "
+                             "frames), where the copy threshold is calibrated: it flags them at rate <= --alpha. "
+                             "Without it, the calibration is leave-one-out on the --train-images frames (each frame "
+                             "against the others; stricter where the training set holds near-duplicates)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="rate at which the copy threshold flags the calibration frames (default 0.02)")
+    parser.add_argument("--memorization-dir", default=None,
+                        help="folder for memorization.csv / .json / .png (default: the generated folder)")
     parser.add_argument("--adherence", action="store_true",
                         help="synthetic scenes: per-attribute accuracy of the images against their prompts (box, "
                              "text, instrument, polyp, ...; msdm.metrics.adherence). Prompts: --prompts, default "
@@ -127,7 +143,11 @@ def run(args) -> int:
     if not args.fid_only:
         biomedclip = BiomedCLIPExtractor(args.biomedclip) if args.biomedclip else BiomedCLIPExtractor()
         biomedclip.to(device)
-    inception = InceptionExtractor(args.inception) if (args.fid or args.fid_only) else None
+    if args.calibration_images and not args.train_images:
+        raise InputError("--calibration-images calibrates the memorization report: give --train-images too")
+    train = RealImageFolder(args.train_images) if args.train_images else None
+    calibration = RealImageFolder(args.calibration_images) if args.calibration_images else None
+    inception = InceptionExtractor(args.inception) if (args.fid or args.fid_only or train) else None
     if inception is not None:
         inception.to(device)
     if args.cache_dir is None:
@@ -139,6 +159,7 @@ def run(args) -> int:
         generated, real, mapping, biomedclip, inception, prompts=prompts,
         num_images_per_prompt=args.num_images_per_prompt, reference_compatible=args.reference_compatible,
         single_real=args.single_real, cache_dir=cache_dir, batch_size=args.batch_size,
+        train_source=train, calibration_source=calibration, memorization_dir=args.memorization_dir, alpha=args.alpha,
     )
     output = Path(args.output) if args.output else generated / "metrics.json"
     write_json(output, result)

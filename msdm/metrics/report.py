@@ -4,7 +4,10 @@ A run is a ``metrics.json`` written by ``msdm evaluate`` (its ``"scores"``), any
 Lightning ``CSVLogger`` ``metrics.csv``, or a TensorBoard log folder (``events.out.tfevents.*``, what every shipped
 config's ``TensorBoardLogger`` writes; all event files of the folder are read, so a run resumed into its own version
 folder counts once). From logs, each metric's value at the latest step is taken, ``test/…`` (``msdm test``, the
-metric callbacks at test end) preferred over a bare name over ``val/…``. Runs are grouped into table rows by an explicit ``LABEL=PATH``, else by the run folder's parent name
+metric callbacks at test end) preferred over a bare name over ``val/…``. Where a run states them (``msdm evaluate``'s
+``"figures"``, the callbacks' ``…/{metric}_low`` / ``_high`` / ``n_real`` / ``n_generated``), a single run's cell
+shows its 95 % interval and the table its n real / n generated, with the stability warnings of
+:data:`msdm.metrics.realism.intervals.STABILITY_RULES` under it; several runs show mean ± std. Runs are grouped into table rows by an explicit ``LABEL=PATH``, else by the run folder's parent name
 (``runs/flux/seed0`` → ``flux``), or not at all.
 """
 
@@ -23,11 +26,14 @@ import numpy as np
 
 from msdm.errors import InputError, PathNotFoundError
 
-__all__ = ["METRICS", "canonical_name", "find_metrics_file", "load_run_metrics", "aggregate", "markdown_table"]
+__all__ = ["METRICS", "canonical_name", "find_metrics_file", "load_run_metrics", "load_run_figures", "aggregate",
+           "markdown_table"]
 
 # (canonical key, column title); ↑ higher is better, ↓ lower is better (Prompt to Polyp Table 2–3)
 METRICS = [("fidelity", "Fidelity ↑"), ("agreement", "Agreement ↑"), ("diversity", "Diversity ↑"),
-           ("FBD", "FBD ↓"), ("FID", "FID ↓")]
+           ("FBD", "FBD ↓"), ("FID", "FID ↓"), ("KID", "KID ↓"), ("precision", "Precision ↑"), ("recall", "Recall ↑"),
+           ("density", "Density ↑"), ("coverage", "Coverage ↑"), ("copy_fraction", "Copy fraction ↓")]
+_DECIMALS = {"KID": 4, "precision": 3, "recall": 3, "density": 3, "coverage": 3, "copy_fraction": 3}
 _CANON = {k.lower(): k for k, _ in METRICS}
 
 
@@ -126,6 +132,36 @@ def load_run_metrics(run: str | os.PathLike) -> dict[str, float]:
     return out
 
 
+def _figures_from_scalars(named: Mapping[str, float]) -> dict[str, dict]:
+    """``{canonical: {"interval", "n_real", "n_generated"}}`` from logged ``{name}_low`` / ``_high`` and the n."""
+    best: dict[str, dict] = {}
+    for stage in ("val", "", "test"):  # later (higher-priority) stages overwrite
+        pre = f"{stage}/" if stage else ""
+        n = {k: named[pre + k] for k in ("n_real", "n_generated") if pre + k in named}
+        for key, _ in METRICS:
+            lo, hi = named.get(f"{pre}{key.lower()}_low"), named.get(f"{pre}{key.lower()}_high")
+            if lo is not None and hi is not None:
+                best[key] = {"interval": {"low": lo, "high": hi}, **{k: int(v) for k, v in n.items()}}
+    return best
+
+
+def load_run_figures(run: str | os.PathLike) -> dict[str, dict]:
+    """``{canonical metric: {"interval", "n_real" | "n_train", "n_generated", ...}}`` where the run states them:
+    ``msdm evaluate``'s ``"figures"``, or the realism callbacks' logged bounds and n. Empty when it does not."""
+    path = find_metrics_file(run)
+    if path.is_dir():
+        return _figures_from_scalars(tensorboard_scalars(path))
+    if path.suffix == ".csv":
+        last: dict[str, float] = {}
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                last.update({k: float(v) for k, v in row.items() if k and v not in ("", None)})
+        return _figures_from_scalars(last)
+    data = json.loads(path.read_text())
+    figs = data.get("figures", {}) if isinstance(data, Mapping) else {}
+    return {c: dict(f) for k, f in figs.items() if (c := canonical_name(k)) and isinstance(f, Mapping)}
+
+
 def _label(arg: str, group_by: str) -> tuple[str, str]:
     if "=" in arg and not Path(arg).exists():
         label, path = arg.split("=", 1)
@@ -144,15 +180,22 @@ def aggregate(runs: Iterable[str], group_by: str = "parent") -> dict[str, dict]:
     groups: dict[str, list[tuple[str, dict]]] = {}
     for arg in runs:
         label, path = _label(arg, group_by)
-        groups.setdefault(label, []).append((path, load_run_metrics(path)))
+        groups.setdefault(label, []).append((path, load_run_metrics(path), load_run_figures(path)))
     table = {}
     for label, members in groups.items():
-        row: dict = {"runs": len(members), "paths": [p for p, _ in members]}
+        row: dict = {"runs": len(members), "paths": [p for p, _, _ in members]}
         for key, _ in METRICS:
-            values = [m[key] for _, m in members if key in m and not math.isnan(m[key])]
+            values = [m[key] for _, m, _ in members if key in m and not math.isnan(m[key])]
             if values:
                 row[key] = {"mean": float(np.mean(values)),
                             "std": float(np.std(values, ddof=1)) if len(values) > 1 else None, "n": len(values)}
+                figs = [f[key] for _, m, f in members if key in m and key in f]
+                if len(values) == 1 and figs and figs[0].get("interval"):
+                    row[key]["interval"] = {k: figs[0]["interval"][k] for k in ("low", "high")}
+                for side in ("n_real", "n_train", "n_generated", "n_calibration", "alpha"):
+                    ns = sorted({f[side] for f in figs if f.get(side) is not None})
+                    if ns:
+                        row[key][side] = ns[0]  # the smallest n of the group: what the stability rule needs
         table[label] = row
     return table
 
@@ -170,11 +213,35 @@ def markdown_table(table: Mapping[str, Mapping], decimals: int = 2, metrics: Seq
                 cells.append("–")
                 continue
             m = row[k]
-            cell = f"{m['mean']:.{decimals}f}"
+            d = max(decimals, _DECIMALS.get(k, 0))
+            cell = f"{m['mean']:.{d}f}"
             if m["std"] is not None:
-                cell += f" ± {m['std']:.{decimals}f}"
+                cell += f" ± {m['std']:.{d}f}"
+            elif "interval" in m:
+                cell += f" [{m['interval']['low']:.{d}f}, {m['interval']['high']:.{d}f}]"
             if m["n"] != row["runs"]:
                 cell += f" (n={m['n']})"
             cells.append(cell)
         lines.append(f"| {label} | {row['runs']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _n_and_warnings(table, keys))
+
+
+def _n_and_warnings(table: Mapping[str, Mapping], keys: Sequence[str]) -> list[str]:
+    """Under the table: each row's n real / n generated behind its figures, and the stability warnings."""
+    from msdm.metrics.realism.intervals import stability_warnings
+
+    out, warn = [], []
+    for label, row in table.items():
+        ns = {k: row[k] for k in keys if k in row and row[k].get("n_generated") is not None}
+        if not ns:
+            continue
+        parts = []
+        for k, m in ns.items():
+            ref = f"n real {m['n_real']}" if m.get("n_real") is not None else f"n train {m.get('n_train')}"
+            parts.append(f"{k} ({ref} / generated {m['n_generated']})")
+        out.append(f"{label}: " + ", ".join(parts))
+        warn += [f"{label}: {w}" for w in stability_warnings(ns)]
+    if not out:
+        return []
+    return ["", "n behind each figure (interval: 95 %; several runs: mean ± std over runs):"] + out + \
+        ([""] + warn if warn else [])

@@ -26,6 +26,7 @@ from msdm.errors import InputError, PathNotFoundError
 from msdm.metrics.realism.cache import FeatureCache, dataset_fingerprint, folder_fingerprint
 from msdm.metrics.realism.challenge import challenge_scores, per_prompt_metrics, real_features_by_prompt, round_scores
 from msdm.metrics.realism.features import FeatureExtractor, list_images, load_image
+from msdm.metrics.realism.figures import format_figures, realism_figures
 from msdm.metrics.realism.frechet import frechet_distance
 
 __all__ = [
@@ -235,6 +236,11 @@ def evaluate_generated(
     single_real: str = "error",
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
+    train_source=None,
+    calibration_source=None,
+    memorization_dir: str | os.PathLike | None = None,
+    alpha: float | None = None,
+    num_bootstrap: int = 200,
 ) -> dict:
     """Score a generated folder: the four challenge metrics (``biomedclip``) and/or FID (``inception``). Returns a
     JSON-able dict.
@@ -242,7 +248,16 @@ def evaluate_generated(
     FID compares all generated images with **all** real images of ``real_source`` (the usual reference-set FID);
     the challenge metrics use the per-prompt real images of ``real_mapping``. With ``biomedclip=None`` only FID is
     computed (``msdm evaluate --fid-only``: no BiomedCLIP weights and no real mapping needed).
+
+    With Inception, ``result["figures"]`` holds FID (bootstrap interval), KID, precision / recall and density /
+    coverage, each with n real / n generated and an interval (:func:`msdm.metrics.realism.figures.realism_figures`).
+    With ``train_source`` (the generator's training frames), the memorization report: copy fraction (in
+    ``figures``), and ``memorization.{csv,json,png}`` in ``memorization_dir`` (default: the generated folder);
+    ``calibration_source``: held-out real frames for the copy threshold (default: leave-one-out on the training
+    frames).
     """
+    if train_source is not None and inception is None:
+        raise InputError("the memorization report compares Inception features: it needs the Inception extractor")
     if biomedclip is None and inception is None:
         raise InputError("nothing to compute: give a BiomedCLIP extractor (challenge metrics) and/or Inception (FID)")
     if biomedclip is not None and real_mapping is None:
@@ -290,8 +305,24 @@ def evaluate_generated(
         gen_inc = _generated_features(groups, inception, batch_size)
         real_inc, inc_hit = real_features(real_source, inception, cache_dir, batch_size, desc="inception features (real)")
         real_ids = list(dict.fromkeys(real_source.ids))
-        result["scores"]["FID"] = frechet_distance(np.concatenate([gen_inc[p] for p in sorted(gen_inc)]),
-                                                   np.stack([real_inc[i] for i in real_ids]))
+        gen_all = np.concatenate([gen_inc[p] for p in sorted(gen_inc)])
+        real_all = np.stack([real_inc[i] for i in real_ids])
+        result["scores"]["FID"] = frechet_distance(gen_all, real_all)
+        result["figures"] = realism_figures(gen_all, real_all, num_bootstrap=num_bootstrap)
+        if train_source is not None:
+            from msdm.metrics.realism.memorization import DEFAULT_ALPHA
+            from msdm.metrics.realism.memorization_io import copy_fraction_figure, memorization_of_images
+
+            mem, paths = memorization_of_images(
+                [path for p in sorted(groups) for path in groups[p]], gen_all, train_source, inception,
+                calibration_source, cache_dir, batch_size, alpha or DEFAULT_ALPHA,
+                out_dir=memorization_dir if memorization_dir is not None else generated)
+            result["figures"]["copy_fraction"] = copy_fraction_figure(mem)
+            result["scores"]["copy_fraction"] = mem.copy_fraction
+            result["memorization"] = {**mem.summary(), "files": {k: str(v) for k, v in paths.items()},
+                                      "train": train_source.describe(),
+                                      "calibration_images": (calibration_source.describe() if calibration_source
+                                                             else "none: leave-one-out on the training frames")}
         result["extractors"]["inception"] = inception.describe()
         result["real_cache_hit"]["inception"] = inc_hit
     result["rounded"] = round_scores(result["scores"])
@@ -313,4 +344,15 @@ def format_table(result: Mapping) -> str:
     else:
         of = f" of {result['num_prompts_found']} prompts" if result["num_prompts_found"] else " (a plain folder)"
         note = f"FID only: {result['num_images']} images{of} against all real images"
-    return "\n".join([head, sep, row, "", note])
+    lines = [head, sep, row, "", note]
+    if result.get("figures"):
+        lines += ["", "With n and a 95 % interval (Inception features):", format_figures(result["figures"])]
+    if result.get("memorization"):
+        m = result["memorization"]
+        lines += ["", f"memorization: {round(m['copy_fraction'] * m['n_generated'])} of {m['n_generated']} images "
+                      f"flagged as copies ({m['flagged_by_features']} by features, {m['flagged_by_pixels']} by "
+                      f"pixels) against {m['n_train']} training frames ({m['train']}); threshold "
+                      f"calibrated on {m['n_calibration']} frames ({m['calibration']}: {m['calibration_images']}), "
+                      f"which it flags at {m['calibration_flagged']:.1%} (α = {m['alpha']}); files: "
+                      f"{', '.join(m['files'].values())}"]
+    return "\n".join(lines)
