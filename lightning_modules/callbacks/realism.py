@@ -240,7 +240,7 @@ class GenerationMetrics(pl.Callback):
         from msdm.metrics.realism.challenge import real_features_by_prompt
         from msdm.metrics.realism.frechet import feature_statistics
         from msdm.metrics.realism.metric import FrechetDistance, PromptMetrics
-        from msdm.metrics.realism.set_metrics import KernelDistance, ManifoldMetrics
+        from msdm.metrics.realism.set_metrics import KernelDistance, ManifoldMetrics, set_metric_figures
 
         prompts, pairs = self._prompts(trainer, pl_module)
         device = pl_module.device
@@ -305,25 +305,9 @@ class GenerationMetrics(pl.Callback):
         values = {}
         for name, fd in fds.items():
             values["fid" if name == "inception" else "fbd"] = float(fd.compute())
-        figures = {}
-        if "kid" in sets:
-            r = {k: float(v) for k, v in sets["kid"].compute().items()}
-            values.update(kid=r["kid"], kid_low=r["low"], kid_high=r["high"])
-            figures["KID"] = {"value": r["kid"], "interval": {"low": r["low"], "high": r["high"], "level": 0.95}}
-        if "prdc" in sets:
-            m = sets["prdc"]
-            n_gen = len(m.generated())
-            if min(n_gen, n_real) > max(m.k_pr, m.k_dc):
-                for k, v in m.compute().items():
-                    iv = m.intervals[k]
-                    values.update({k: float(v), f"{k}_low": iv["low"], f"{k}_high": iv["high"]})
-                    figures[k] = {"value": float(v), "interval": iv}
         if sets:
-            n_gen = len(next(iter(sets.values())).generated())
-            values.update(n_generated=float(n_gen), n_real=float(n_real))
-            if "fid" in values:
-                figures["FID"] = {"value": values["fid"]}
-            self.last_figures = {k: {**f, "n_real": n_real, "n_generated": n_gen} for k, f in figures.items()}
+            set_values, self.last_figures = set_metric_figures(sets, n_real, len(prompts) * n, values.get("fid"))
+            values.update(set_values)
         if prompt_metrics is not None:
             values.update({k: float(v) for k, v in prompt_metrics.compute().items()})
         for k, v in values.items():

@@ -149,3 +149,27 @@ class ManifoldMetrics(FeatureSetMetric):
                     "coverage": s.real_ball_covered}
         self.intervals = {k: percentile_bootstrap_mean(v, self.num_bootstrap).as_dict() for k, v in per_item.items()}
         return {k: torch.tensor(getattr(s, k), dtype=torch.float64) for k in per_item}
+
+
+def set_metric_figures(sets: dict, n_real: int, n_generated: int, fid: float | None = None) -> tuple[dict, dict]:
+    """Compute the gathered set metrics of a validation (``{"kid": KernelDistance, "prdc": ManifoldMetrics}``, either
+    optional): ``(values to log, figures with n and interval)`` as ``msdm evaluate`` reports them. ``n_generated`` is
+    the count over all ranks (after ``compute`` torchmetrics restores each rank's own share). P/R/D/C are skipped
+    while there are fewer images than their k nearest neighbours need."""
+    values, figures = {}, {}
+    if "kid" in sets:
+        r = {k: float(v) for k, v in sets["kid"].compute().items()}
+        values.update(kid=r["kid"], kid_low=r["low"], kid_high=r["high"])
+        figures["KID"] = {"value": r["kid"], "interval": {"low": r["low"], "high": r["high"], "level": 0.95}}
+    if "prdc" in sets:
+        m = sets["prdc"]
+        if min(n_generated, n_real) > max(m.k_pr, m.k_dc):
+            for k, v in m.compute().items():
+                iv = m.intervals[k]
+                values.update({k: float(v), f"{k}_low": iv["low"], f"{k}_high": iv["high"]})
+                figures[k] = {"value": float(v), "interval": iv}
+    n_gen = int(n_generated)
+    values.update(n_generated=float(n_gen), n_real=float(n_real))
+    if fid is not None:
+        figures["FID"] = {"value": fid}
+    return values, {k: {**f, "n_real": n_real, "n_generated": n_gen} for k, f in figures.items()}
