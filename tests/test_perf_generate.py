@@ -42,9 +42,9 @@ def test_rank_shards_union_equals_one_process(pipe_dir, tmp_path):
     assert _gen(pipe_dir, tmp_path / "one") == 0
     for r in (1, 0):
         assert _gen(pipe_dir, tmp_path / "two", "--rank", str(r), "--world-size", "2") == 0
-        if r == 1:  # one share done: its images, no folder-level files yet
+        if r == 1:  # one share done: its images and the folder's prompts (written when it is claimed), no manifest yet
             assert len(_images(tmp_path / "two")) == 4  # images 1, 3, 5, 7 of 0..8
-            assert not (tmp_path / "two" / "prompts.json").exists()
+            assert (tmp_path / "two" / "prompts.json").exists()
             assert not (tmp_path / "two" / "provenance.json").exists()
     # the last share to finish wrote prompts.json and the merged provenance manifest, then removed the records
     assert not list((tmp_path / "two").glob(".provenance-*"))

@@ -7,7 +7,7 @@ HELP = ("Score generated images in the MEDVQA-GI layout (promptXXXX_imgYYYY.png)
         "Agreement, Diversity, FBD on BiomedCLIP features (+ FID with --fid), as in the challenge script; "
         "--fid-only needs neither BiomedCLIP weights nor a real mapping (runs offline); or, with --adherence, their "
         "per-attribute prompt adherence on the synthetic scenes (no real images needed). With Inception, KID, "
-        "precision/recall and density/coverage too, every figure with n and a 95 % interval; --train-images adds "
+        "precision/recall and density/coverage too, every figure with n and a 95 %% interval; --train-images adds "
         "the memorization report (copies of training frames).")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 NAME = "report"
 HELP = ("Mean ± std over runs (seeds) of Fidelity, Agreement, Diversity, FBD, FID, KID, precision/recall, "
-        "density/coverage and copy fraction as a Markdown table (a single run: its 95 % interval where it states one), "
+        "density/coverage and copy fraction as a Markdown table (a single run: its 95 %% interval where it states one), "
         "with the n real / n generated behind each figure and a warning below the stability rule. A run is a "
         "folder with metrics.json (msdm evaluate), metrics.csv (Lightning CSVLogger) or TensorBoard event files "
         "(the shipped configs' logs), or the file itself; write LABEL=PATH to name a row, otherwise runs are grouped "

@@ -137,6 +137,27 @@ def open_generation_folder(out: str | os.PathLike, generation: dict, prompts: li
     fingerprint = generation_fingerprint(generation, prompts)
     if out.is_file() or out.is_symlink():
         raise OutputExistsError(f"{option} {out} is a file, not a folder: give a folder path (nothing was written)")
+    # ranks that start together (DDP predict, sharded generate) claim one at a time: a rank must never judge a
+    # folder that another rank is half-way through claiming (its marker not yet written)
+    # (a lock on the folder itself: nothing is added to a folder that is then refused)
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        kept = _claim(out, generation, prompts, fingerprint, overwrite, rank, writer, option)
+    finally:
+        os.close(fd)  # releases the lock
+    # None: another rank waits (outside the lock) for rank 0 to replace the folder (--overwrite)
+    return kept if kept is not None else _wait_for_claim(out, fingerprint, generation, prompts, option)
+
+
+def _claim(out: Path, generation: dict, prompts: list[str], fingerprint: str, overwrite: bool, rank: int,
+           writer: str, option: str) -> set[str] | None:
+    from msdm.errors import OutputExistsError
+    from msdm.io import read_output_marker
+
     marker = read_output_marker(out) if out.is_dir() else None
     if marker is not None and marker.get("fingerprint") == fingerprint:
         return _kept_images(out, generation, prompts)
@@ -155,7 +176,7 @@ def open_generation_folder(out: str | os.PathLike, generation: dict, prompts: li
             raise OutputExistsError(f"{option} {out} holds images made with other settings ({changed}): nothing was "
                                     "written; choose a new folder, or add --overwrite to replace msdm's images there")
         if rank != 0:
-            return _wait_for_claim(out, fingerprint, generation, prompts, option)
+            return None
         for name in files:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
