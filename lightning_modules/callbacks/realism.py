@@ -1,31 +1,20 @@
-"""Realism callbacks: FID / FBD (and Fidelity / Agreement / Diversity) of generated images while training and testing.
+"""Realism callbacks: FID / FBD (and Fidelity / Agreement / Diversity, KID, P/R, D/C) of generated images.
 
-At validation end (every ``every_n_epochs``) and test end, :class:`GenerationMetrics`
+At validation end (every ``every_n_epochs``) and test end, :class:`GenerationMetrics` (1) generates
+``num_images_per_prompt`` images for a fixed prompt set **sharded over ranks** through the generator contract
+(:class:`msdm.generators.ModuleGenerator`: image ``k`` of the prompt-major list from seed ``seed + k``; contiguous
+prompt blocks per rank, so the images are the same for any number of ranks); (2) extracts Inception / BiomedCLIP
+features into the torchmetrics metrics of :mod:`msdm.metrics.realism.metric` / ``set_metrics``; (3) calls
+``compute()`` on **every** rank (it all-gathers; under ``rank_zero_only`` it would hang, torchmetrics#2684) and logs
+the identical values with ``sync_dist=False``. Real features (val/test loader or ``real_images``) are computed once
+on rank 0, cached by fingerprint (:class:`msdm.metrics.realism.cache.FeatureCache`) and broadcast. Extractors live
+on the callback, never in a model checkpoint (GUIDE §4).
 
-1. generates ``num_images_per_prompt`` images for a fixed prompt set **sharded over ranks** through the generator
-   contract (:class:`msdm.generators.ModuleGenerator`: image ``k`` of the prompt-major list from seed ``seed + k``,
-   for MSDM, Kandinsky and FLUX modules alike). Each rank takes a contiguous block of prompts, so the images are the
-   same whatever the number of ranks;
-2. extracts Inception / BiomedCLIP features (:mod:`msdm.metrics.realism.features`) and feeds the torchmetrics metrics of
-   :mod:`msdm.metrics.realism.metric`;
-3. calls ``compute()`` on **every** rank (it all-gathers; under ``rank_zero_only`` it would hang, torchmetrics#2684)
-   and logs the identical values with ``sync_dist=False``.
-
-Real images come from the DataModule's val/test loader (unsharded) or a ``real_images`` folder. Their features are
-computed once on global rank 0, cached on disk by a fingerprint of the data and of the extractor
-(:class:`msdm.metrics.realism.cache.FeatureCache`), broadcast to the other ranks and kept in memory for later epochs.
-
-The extractors live on the callback, never on the LightningModule, so their weights never enter a model checkpoint
-(GUIDE §4); the callback's own checkpoint state is empty.
-
-Logged: ``{stage}/fid`` (Inception, against all real images); with ``kid`` / ``prdc`` (on by default with FID) on
-the same Inception features ``{stage}/kid`` with ``{stage}/kid_low`` / ``kid_high`` (± 1.96 SE), and
-``{stage}/precision``, ``recall``, ``density``, ``coverage`` with ``_low`` / ``_high`` (bootstrap over images),
-the torchmetrics forms of :mod:`msdm.metrics.realism.set_metrics` (gathered feature sets, DDP-equal);
-``{stage}/n_generated`` and ``{stage}/n_real``, the n behind every figure (:data:`last_figures` keeps them in the
-``msdm evaluate`` form, stability warnings included); ``{stage}/fbd`` and, with a ``real_mapping`` (the
-challenge's ``{prompt number: [real image ids]}``), ``{stage}/fidelity``, ``{stage}/diversity`` and — with
-paraphrase pairs — ``{stage}/agreement``; ``fbd`` is then the challenge's definition (real images stacked per pair).
+Logged: ``{stage}/fid``; with ``kid`` / ``prdc`` (on with FID) ``kid`` and ``precision``, ``recall``, ``density``,
+``coverage``, each with ``_low`` / ``_high`` (± 1.96 SE / bootstrap), and ``n_generated`` / ``n_real`` (the n behind
+every figure; :data:`last_figures` keeps them in the ``msdm evaluate`` form); ``fbd`` and, with a ``real_mapping``
+(``{prompt number: [real image ids]}``), ``fidelity``, ``diversity`` and, with paraphrase pairs, ``agreement``
+(``fbd`` is then the challenge's definition).
 """
 
 from __future__ import annotations
