@@ -130,7 +130,6 @@ def open_generation_folder(out: str | os.PathLike, generation: dict, prompts: li
     already there (kept). Refuses a folder of other settings (unless ``overwrite``: then msdm's files are removed;
     rank 0 does it, other ranks wait for it) and a folder holding files msdm did not write. Module docstring."""
     from msdm.errors import OutputExistsError
-    from msdm.io import read_output_marker
 
     out = Path(out)
     generation = json.loads(json.dumps(generation, default=str))
