@@ -39,7 +39,8 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
         lr, weight_decay, betas, lr_warmup_steps: AdamW (lr 1e-4 as the reference) with linear warm-up.
         loss_type: ``l1`` (reference) or ``mse``. cfg_dropout: per-sample empty-prompt rate (0.2).
         prediction_type (``epsilon`` as the reference, or ``v_prediction``), zero_terminal_snr, snr_gamma
-            (min-SNR-γ weights): the noise process and loss weighting (:mod:`msdm.diffusion`; msdm's recipe for real
+            (min-SNR-γ weights), snr_offset (their x₀-weight offset, :func:`msdm.diffusion.min_snr_weights`),
+            scheduler_overrides (DDPMScheduler config keys, e.g. ``beta_start``/``beta_end``; saved in exports): the noise process and loss weighting (:mod:`msdm.diffusion`; msdm's recipe for real
             frames, :mod:`msdm.training.recipes`, uses v, zero terminal SNR and γ = 5).
         ema_decay: EMA of the U-Net weights (None = off); used for sampling and export when on.
         sampler, num_inference_steps, guidance_scale, eta: sampling defaults (DDIM-150, η = 1, 4.5 in diffusers'
@@ -76,6 +77,8 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
         prediction_type: str = "epsilon",
         zero_terminal_snr: bool = False,
         snr_gamma: float | None = None,
+        snr_offset: float | None = None,
+        scheduler_overrides: dict | None = None,
         ema_decay: float | None = None,
         sampler: str = "ddim",
         num_inference_steps: int = REFERENCE_STEPS,

@@ -64,7 +64,8 @@ def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
     return ac / (1 - ac).clamp(min=1e-12)
 
 
-def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float,
+                    offset: float | None = None) -> torch.Tensor:
     """Min-SNR-γ loss weights (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", Eq. 8):
     low-noise steps, which are easy and whose gradients conflict with the rest, stop dominating.
 
@@ -73,11 +74,17 @@ def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: fl
     weighs x₀ by ``SNR + 1``, so this caps the low-noise steps and keeps weight 1 at high noise. The other form,
     ``min(SNR, γ) / (SNR + 1)``, falls to 0 as SNR → 0; with zero terminal SNR that starves exactly the steps where
     an image's layout, and so what a prompt asks for, is decided (measured on real frames: a box-artefact prompt was
-    ignored, paired gap 0.00 vs 0.94 without the weights; docs/benchmarks.md, Real frames)."""
+    ignored, paired gap 0.00 vs 0.94 without the weights; docs/benchmarks.md, Real frames).
+
+    ``offset`` generalises both forms. In x₀ terms (every objective is an x₀ loss times a weight: ε times SNR, v times
+    SNR + 1) the weight is ``min(SNR + offset, γ)``: ``offset = 0`` is Hang et al.'s min-SNR (the ε default, and the
+    "other form" for v), ``offset = 1`` the SDXL form (the v default); a value between keeps some weight at high noise
+    (``offset`` at SNR = 0) while the mid-noise steps keep Hang's weights (docs/benchmarks.md, Real frames)."""
     s = snr(scheduler, timesteps)
-    if scheduler.config.prediction_type == "v_prediction":
-        s = s + 1
-    return s.clamp(max=gamma) / s.clamp(min=1e-12)
+    v = scheduler.config.prediction_type == "v_prediction"
+    c = (1.0 if v else 0.0) if offset is None else float(offset)
+    objective = s + 1 if v else s  # the objective's own x₀ weight
+    return (s + c).clamp(max=gamma) / objective.clamp(min=1e-12)
 
 
 def drop_captions(captions: list[str], p: float, generator: torch.Generator | None = None) -> tuple[list[str], torch.Tensor]:
@@ -102,9 +109,10 @@ def diffusion_loss(
     timesteps: torch.Tensor | None = None,
     memory_format: torch.memory_format | None = None,
     snr_gamma: float | None = None,
+    snr_offset: float | None = None,
 ) -> torch.Tensor:
     """Denoising loss at uniformly drawn timesteps, on the scheduler's target (ε as the reference, or v): L1 as the
-    reference, ``loss_type="mse"`` as the option; ``snr_gamma`` weights each sample by :func:`min_snr_weights`.
+    reference, ``loss_type="mse"`` as the option; ``snr_gamma`` (and ``snr_offset``) weight each sample by :func:`min_snr_weights`.
 
     ``noise`` / ``timesteps`` may be given (e.g. :func:`keyed_noise` for a validation loss that does not depend on
     batching or on the number of ranks); otherwise they are drawn, noise first, from ``generator``.
@@ -128,7 +136,7 @@ def diffusion_loss(
     if not snr_gamma:
         return loss_fn(pred.float(), target.float())
     per = loss_fn(pred.float(), target.float(), reduction="none")
-    weights = min_snr_weights(scheduler, t, snr_gamma)
+    weights = min_snr_weights(scheduler, t, snr_gamma, snr_offset)
     return (per.mean(dim=tuple(range(1, per.ndim))) * weights).mean()
 
 
@@ -143,6 +151,7 @@ def evaluation_loss(
     keys: list[str] | None = None,
     memory_format: torch.memory_format | None = None,
     snr_gamma: float | None = None,
+    snr_offset: float | None = None,
 ) -> torch.Tensor:
     """A deterministic evaluation loss: the noise and timestep of row ``i`` depend only on ``(seed, keys[i])``
     (:func:`keyed_noise`; key a sample by its id and caption), so a sample gets the same draw in any batch and on any
@@ -155,7 +164,7 @@ def evaluation_loss(
     else:
         kw["generator"] = torch.Generator(device=latents.device).manual_seed(seed)
     return diffusion_loss(unet, latents, text_states, text_mask, scheduler, loss_type, memory_format=memory_format,
-                          snr_gamma=snr_gamma, **kw)
+                          snr_gamma=snr_gamma, snr_offset=snr_offset, **kw)
 
 
 def keyed_noise(keys: list[str], shape: tuple[int, ...], seed: int, num_train_timesteps: int = 1000,

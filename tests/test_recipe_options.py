@@ -38,6 +38,40 @@ def test_v_weights_keep_the_pure_noise_step():
     assert float(w[1]) == 1.0 and float(w[0]) < 0.011
 
 
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("offset", [0.0, 0.3, 1.0])
+def test_snr_offset_is_an_x0_weight_min_snr_plus_offset(pred, offset):
+    # every objective is an x0 loss times a weight (eps: SNR, v: SNR + 1); the weighted loss must weigh x0 by
+    # min(SNR + offset, gamma) whatever the objective; offset 0 for v is Hang et al.'s form, 1 the SDXL form
+    sched = training_scheduler(pred, zero_terminal_snr=pred == "v_prediction")
+    t = torch.tensor([0, 100, 300, 500, 700, 900, 998])
+    a = sched.alphas_cumprod[t].double()
+    snr = a / (1 - a)
+    objective_x0_weight = snr + 1 if pred == "v_prediction" else snr
+    got = min_snr_weights(sched, t, 5.0, offset).double() * objective_x0_weight
+    torch.testing.assert_close(got, torch.minimum(snr + offset, torch.tensor(5.0, dtype=torch.float64)),
+                               rtol=1e-5, atol=1e-6)
+    if offset == (1.0 if pred == "v_prediction" else 0.0):  # the defaults are unchanged
+        torch.testing.assert_close(min_snr_weights(sched, t, 5.0, offset), min_snr_weights(sched, t, 5.0))
+
+
+def test_scheduler_overrides_reach_the_training_scheduler_and_the_export(tmp_path, tiny_text_encoder):
+    import json
+
+    from conftest import save_tiny_vae
+    from lightning_modules import MSDMUNetModule
+
+    vae = save_tiny_vae(tmp_path / "vae.ckpt", seed=0)
+    module = MSDMUNetModule(preset="tiny", vae=vae, text_encoder=tiny_text_encoder, max_length=16, image_size=32,
+                            prediction_type="v_prediction", zero_terminal_snr=True,
+                            scheduler_overrides={"beta_start": 0.00085, "beta_end": 0.012})
+    assert module.scheduler.config.beta_start == 0.00085 and module.scheduler.config.beta_end == 0.012
+    assert float(module.scheduler.alphas_cumprod[-1]) == 0.0  # zero terminal SNR still applies on top
+    module.export(str(tmp_path / "p"))
+    cfg = json.loads((tmp_path / "p" / "scheduler" / "scheduler_config.json").read_text())
+    assert cfg["beta_start"] == 0.00085 and cfg["beta_end"] == 0.012 and cfg["rescale_betas_zero_snr"]
+
+
 def test_zero_terminal_snr_reaches_pure_noise_and_needs_v():
     assert float(training_scheduler().alphas_cumprod[-1]) > 5e-5  # the paper's schedule: ᾱ_T = 7.5e-5
     z = training_scheduler("v_prediction", zero_terminal_snr=True)

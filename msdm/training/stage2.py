@@ -69,7 +69,8 @@ class Stage2(FrozenParts):
             self.unet.compile(backend=hp.compile_backend, **({"mode": hp.compile_mode} if hp.compile_mode else {}))
         # the noise process (paper: ε on the scaled-linear schedule; msdm's recipe: v + zero terminal SNR); settings
         # saved before these options existed read as the paper's
-        self.scheduler = training_scheduler(hp.get("prediction_type", "epsilon"), hp.get("zero_terminal_snr", False))
+        self.scheduler = training_scheduler(hp.get("prediction_type", "epsilon"), hp.get("zero_terminal_snr", False),
+                                            **(hp.get("scheduler_overrides") or {}))
         self.ema = EMA(self.unet.parameters(), decay=hp.ema_decay) if hp.ema_decay else None
         if hp.latent_scaling == "auto":
             init = float("nan")  # resolved from the first training batch (_scale_latents)
@@ -223,7 +224,7 @@ class Stage2(FrozenParts):
         captions, _ = drop_captions(list(batch["caption"]), self.hparams.cfg_dropout)
         states, mask = self.encode_prompts(captions)
         loss = diffusion_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type,
-                              memory_format=self.memory_format(), snr_gamma=self.hparams.get("snr_gamma"))
+                              memory_format=self.memory_format(), snr_gamma=self.hparams.get("snr_gamma"), snr_offset=self.hparams.get("snr_offset"))
         return loss, latents.shape[0]
 
     def eval_loss(self, batch, split: str, seed: int, batch_idx: int = 0) -> tuple[torch.Tensor, int]:
@@ -237,7 +238,7 @@ class Stage2(FrozenParts):
         with self.ema_weights():
             loss = evaluation_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type,
                                    seed if keys is not None else seed + batch_idx, keys, self.memory_format(),
-                                   snr_gamma=self.hparams.get("snr_gamma"))
+                                   snr_gamma=self.hparams.get("snr_gamma"), snr_offset=self.hparams.get("snr_offset"))
         return loss, latents.shape[0]
 
     def ema_weights(self):
