@@ -59,6 +59,7 @@ def test_scheduler_overrides_reach_the_training_scheduler_and_the_export(tmp_pat
     import json
 
     from conftest import save_tiny_vae
+
     from lightning_modules import MSDMUNetModule
 
     vae = save_tiny_vae(tmp_path / "vae.ckpt", seed=0)
