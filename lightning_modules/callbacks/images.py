@@ -61,12 +61,11 @@ class SampleGrid(pl.Callback):
             return
         steps = self.steps or (FAST_DEV_RUN_STEPS if trainer.fast_dev_run else None)
         kwargs = {"num_inference_steps": steps} if steps else {}
-        chunks, generator = [], ModuleGenerator(pl_module, **kwargs)
-        bar = progress_bar(prompts, desc=f"sample grid (epoch {trainer.current_epoch})", unit="prompt", leave=False,
-                           disable=trainer.progress_bar_callback is None)
-        for p, prompt in enumerate(bar):
-            chunks.append(generator.generate(*prompt_major([prompt], self.n, self.seed + p * self.n)))
-        images = torch.cat(chunks)
+        # chunks of 16 images (image k seeded seed + k, the same images as prompt by prompt): batched sampling is
+        # several times faster on a CPU than one prompt at a time (the quickstart's 10-prompt grid took 2.7 s per grid)
+        generator = ModuleGenerator(pl_module, **kwargs)
+        images = generate_with_progress(trainer, generator, *prompt_major(prompts, self.n, self.seed), chunk=16,
+                                        desc=f"sample grid (epoch {trainer.current_epoch})", unit="chunk")
         info = generator.info()
         log_dir = trainer.log_dir or trainer.default_root_dir
         path = os.path.join(log_dir, "samples", f"epoch={trainer.current_epoch:04d}.png")
