@@ -152,3 +152,18 @@ def test_guidance_rescale_zero_is_a_no_op_and_one_matches_the_conditional_std(pi
     base = _run(pipe, guidance_scale=6.0)
     torch.testing.assert_close(_run(pipe, guidance_scale=6.0, guidance_rescale=0.0), base, atol=0, rtol=0)
     assert (_run(pipe, guidance_scale=6.0, guidance_rescale=0.7) - base).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("stage, config", [("unet", "msdm_unet_kvasir_seg.yaml"), ("vae", "msdm_vae_kvasir_seg.yaml")])
+def test_the_kvasir_seg_configs_train_msdms_recipe(stage, config):
+    # the shipped real-frame configs and msdm.training.recipes["msdm"] (what the quickstart and the bench measure)
+    # must not drift apart: every setting the recipe fixes is the config's
+    import yaml
+
+    from msdm.testing import repo_root
+    from msdm.training.recipes import get_recipe
+
+    recipe = get_recipe("msdm")
+    args = yaml.safe_load((repo_root() / "configs" / config).read_text())["model"]["init_args"]
+    for key, value in recipe[stage].items():
+        assert args.get(key) == value, f"{config}: {key} = {args.get(key)!r}, the msdm recipe has {value!r}"
