@@ -98,3 +98,42 @@ def test_a_tiny_training_run_logs_and_writes_the_report(tiny_text_encoder, datam
     assert summary["n_generated"] == 6 and summary["calibration"] == "held-out" and summary["n_calibration"] == 30
     with Image.open(cb.last_paths["gallery"]) as im:
         assert im.width > 0 and im.height > 0
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_two_processes_log_the_single_process_values(tiny_text_encoder, kvasir_dir, inception, tmp_path):
+    """Images sharded over 2 gloo ranks (2 + 3), gathered and scored on rank 0, broadcast: every rank logs the
+    values of a 1-process run, and rank 0 scores the same images in the same order."""
+    import os
+    import subprocess
+    import sys
+
+    frames = sorted((kvasir_dir / "images").iterdir())
+    folders = {"train": frames[:20], "calibration": frames[20:40]}
+    for name, paths in folders.items():
+        (tmp_path / name).mkdir()
+        for p in paths:
+            (tmp_path / name / p.name).symlink_to(p)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"out{devices}"
+        out.mkdir()
+        cmd = [sys.executable, str(root / "tests/scripts/ddp_memorization_callback.py"), str(tmp_path / "train"),
+               str(tmp_path / "calibration"), tiny_text_encoder, inception, str(out), str(devices)]
+        proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[devices] = [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
+    single = results[1][0]
+    assert single["metrics"]["memorization/n_generated"] == 5
+    for rank in results[2]:
+        assert rank["world_size"] == 2
+        for k, v in single["metrics"].items():
+            assert rank["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+    two = results[2][0]["rows"]
+    assert [r["generated"] for r in two] == [r["generated"] for r in single["rows"]]
+    assert [r["nearest_train_pixels"] for r in two] == [r["nearest_train_pixels"] for r in single["rows"]]
+    assert [r["ssim"] for r in two] == pytest.approx([r["ssim"] for r in single["rows"]], abs=1e-5)
+    assert results[2][1]["rows"] is None  # only rank 0 scores

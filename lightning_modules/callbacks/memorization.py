@@ -191,9 +191,8 @@ class MemorizationCallback(pl.Callback):
                 [self.seed + k for k in range(start, end)], chunk=self.batch_size, unit="batch",
                 desc=f"memorization: generating (epoch {trainer.current_epoch})")
         images = self._gather(trainer, images.float().clamp(0, 1), pl_module.device)
-        values = None
+        values, log_dir = None, Path(trainer.log_dir or trainer.default_root_dir)  # log_dir broadcasts: every rank
         if trainer.is_global_zero:
-            log_dir = Path(trainer.log_dir or trainer.default_root_dir)
             out = log_dir / "memorization" / f"epoch={trainer.current_epoch:04d}-step={trainer.global_step:06d}"
             values = self.score(trainer, images, out, pl_module.device)
         values = trainer.strategy.broadcast(values, src=0)
