@@ -10,6 +10,7 @@ from lightning_modules.callbacks import (
     ConditioningDiagnostic,
     FrozenOutputCache,
     GenerationMetrics,
+    MemorizationCallback,
     ResumableCheckpoint,
     SampleGrid,
     VAECheck,
@@ -22,4 +23,4 @@ from lightning_modules.vae_module import MSDMVAEModule
 
 __all__ = ["MSDMVAEModule", "MSDMUNetModule", "KandinskyLoRAModule", "FluxLoRAModule", "SampleGrid", "GenerationMetrics",
            "AdherenceCallback", "VAECheck", "ConditioningDiagnostic", "ResumableCheckpoint", "ChallengeImageWriter",
-           "ClassifierModule", "FrozenOutputCache"]
+           "ClassifierModule", "FrozenOutputCache", "MemorizationCallback"]

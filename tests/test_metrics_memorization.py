@@ -11,6 +11,7 @@ from msdm.metrics.realism.features import list_images, load_image
 from msdm.metrics.realism.memorization import (
     Calibration,
     calibrate,
+    clopper_pearson,
     feature_neighbours,
     luma_thumbnails,
     memorization_report,
@@ -66,6 +67,41 @@ def test_calibration_flags_the_stated_rate():
     assert fresh == pytest.approx(0.04, abs=0.006)
     with pytest.raises(ValueError, match="alpha"):
         calibrate(np.zeros((3, 2)), torch.zeros(3, 8, 8), alpha=0)
+
+
+def test_clopper_pearson_edges_and_binomial_tails():
+    from scipy.stats import binom
+
+    for n in (1, 20, 100, 1000):
+        assert clopper_pearson(0, n) == (0.0, pytest.approx(1 - 0.025 ** (1 / n), rel=1e-9))  # closed form at 0/n
+        assert clopper_pearson(n, n) == (pytest.approx(0.025 ** (1 / n), rel=1e-9), 1.0)
+    assert clopper_pearson(0, 1000)[1] * 1000 == pytest.approx(3.69, abs=0.01)  # ≈ 3.7/n at 95 %
+    for k, n in ((1, 20), (3, 20), (17, 40)):  # inner bounds: the binomial tails equal a/2 there (scipy.stats.binom)
+        lo, hi = clopper_pearson(k, n)
+        assert binom.cdf(k, n, hi) == pytest.approx(0.025, rel=1e-7)
+        assert binom.sf(k - 1, n, lo) == pytest.approx(0.025, rel=1e-7)
+    with pytest.raises(ValueError):
+        clopper_pearson(3, 2)
+
+
+def test_copy_fraction_interval_is_not_degenerate_at_zero_or_all():
+    """0 of n flagged used to give the bootstrap's [0, 0]; now Clopper–Pearson's [0, 1 − 0.025^(1/n)] at least."""
+    g = torch.Generator().manual_seed(0)
+    n_train, n = 30, 20
+    train_t, cal_t, unrelated = (torch.rand(m, 32, 32, generator=g) for m in (n_train, 40, n))
+    train_f, cal_f, unrelated_f = (torch.randn(m, 16, generator=g).numpy() for m in (n_train, 40, n))
+    none = memorization_report(unrelated_f, unrelated, train_f, train_t, cal_f, cal_t, num_bootstrap=200)
+    assert none.copy_fraction == 0.0
+    assert none.interval["low"] == 0.0 and none.interval["high"] == pytest.approx(1 - 0.025 ** (1 / n))
+    assert none.interval["high"] > 0 and "Clopper-Pearson" in none.interval["method"]
+    every = memorization_report(train_f[:n], train_t[:n], train_f, train_t, cal_f, cal_t, num_bootstrap=200)
+    assert every.copy_fraction == 1.0
+    assert every.interval["high"] == 1.0 and every.interval["low"] == pytest.approx(0.025 ** (1 / n))
+    half = memorization_report(np.concatenate([train_f[:10], unrelated_f[:10]]), torch.cat([train_t[:10], unrelated[:10]]),
+                               train_f, train_t, cal_f, cal_t, num_bootstrap=200)
+    iv = half.interval
+    assert half.copy_fraction == 0.5 and iv["low"] == min(iv["bootstrap"][0], iv["clopper_pearson"][0])
+    assert iv["high"] == max(iv["bootstrap"][1], iv["clopper_pearson"][1]) and iv["low"] < 0.5 < iv["high"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Lightning callbacks, one file per concern:
 
 * :mod:`~lightning_modules.callbacks.realism` — :class:`GenerationMetrics` (FID, FBD, the challenge's scores);
+* :mod:`~lightning_modules.callbacks.memorization` — :class:`MemorizationCallback` (copies of training frames);
 * :mod:`~lightning_modules.callbacks.adherence` — :class:`AdherenceCallback`, :class:`VAECheck`,
   :class:`ConditioningDiagnostic`;
 * :mod:`~lightning_modules.callbacks.images` — :class:`SampleGrid`;
@@ -16,8 +17,9 @@ from lightning_modules.callbacks.adherence import AdherenceCallback, Conditionin
 from lightning_modules.callbacks.cache import FrozenOutputCache
 from lightning_modules.callbacks.checkpointing import ResumableCheckpoint
 from lightning_modules.callbacks.images import FAST_DEV_RUN_STEPS, SampleGrid
+from lightning_modules.callbacks.memorization import MemorizationCallback
 from lightning_modules.callbacks.prediction import ChallengeImageWriter
 from lightning_modules.callbacks.realism import GenerationMetrics
 
 __all__ = ["FAST_DEV_RUN_STEPS", "AdherenceCallback", "ChallengeImageWriter", "ConditioningDiagnostic",
-           "FrozenOutputCache", "GenerationMetrics", "ResumableCheckpoint", "SampleGrid", "VAECheck"]
+           "FrozenOutputCache", "GenerationMetrics", "MemorizationCallback", "ResumableCheckpoint", "SampleGrid", "VAECheck"]

@@ -11,8 +11,9 @@ Intervals (95 % unless ``level`` says otherwise):
   even contain it. The interval says how much the FID moves between draws of the same size; FIDs at different n
   still differ by their bias and are not comparable;
 * **KID**: its own jackknife standard error (:mod:`msdm.metrics.realism.kid`), ``KID ± 1.96 · SE``;
-* **copy fraction**: bootstrap over generated images *and* over the calibration frames that set the threshold
-  (:mod:`msdm.metrics.realism.memorization`);
+* **copy fraction**: bootstrap over generated images *and* over the calibration frames that set the threshold,
+  united with the exact binomial (Clopper–Pearson) interval of the count, so 0 of n copies gives [0, ≈ 3.7/n],
+  not [0, 0] (:mod:`msdm.metrics.realism.memorization`);
 * **over runs** (``msdm report``): mean ± sample std (ddof 1) of the runs.
 
 :data:`STABILITY_RULES` states, per figure, the n below which ``msdm evaluate`` / ``msdm report`` print a warning,

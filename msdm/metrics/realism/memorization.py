@@ -25,8 +25,18 @@ flagged with probability ≤ α (α = 2 % by default: the union of two views at 
 calibration is leave-one-out on the training frames (each frame against the others), which is stricter where the
 training set holds near-duplicates.
 
-The **copy fraction** comes with a 95 % bootstrap interval that resamples both the generated images and the
-calibration frames (so the threshold's own uncertainty is in it).
+The **copy fraction** comes with a 95 % interval that is the union (the widest of each bound) of two intervals:
+
+* a percentile **bootstrap** that resamples both the generated images and the calibration frames — the threshold's
+  own uncertainty is in it;
+* the exact binomial (**Clopper–Pearson** 1934) interval of k flagged out of n, the threshold held fixed — the
+  sampling of the generated images, exact at every n and count.
+
+Why both, at every count: a percentile bootstrap of a proportion collapses to [0, 0] at k = 0 (and [1, 1] at
+k = n) — no resample can hold a copy that the sample lacks — and under-covers near the edges at small n (k = 1 of
+20 gives ≈ [0, 0.15], narrower than Clopper–Pearson's [0.001, 0.25]). Switching to the binomial interval only at
+k ∈ {0, n} would make the upper bound of 0/20 (0.168) exceed that of 1/20's bootstrap. Clopper–Pearson's upper
+bound at k = 0 is 1 − (α/2)^(1/n) ≈ 3.7/n at 95 % (the one-sided "rule of three", 3/n, is its 90 % two-sided form).
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import torch.nn.functional as F
 from msdm.metrics.realism.frechet import as_float64
 
 __all__ = ["DEFAULT_ALPHA", "FLIPS", "luma_thumbnails", "ssim", "feature_neighbours", "pixel_neighbours",
-           "Calibration", "calibrate", "MemorizationResult", "memorization_report"]
+           "Calibration", "calibrate", "MemorizationResult", "memorization_report", "clopper_pearson"]
 
 DEFAULT_ALPHA = 0.02
 FLIPS = ("none", "h", "v", "hv")
@@ -269,7 +279,22 @@ class MemorizationResult:
         }
 
 
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided binomial interval of ``k`` successes in ``n`` trials (Clopper & Pearson 1934): the beta
+    quantiles ``B(a/2; k, n − k + 1)`` and ``B(1 − a/2; k + 1, n − k)``, a = 1 − level; 0 and 1 at the edges, where
+    the other bound has the closed form ``1 − (a/2)^(1/n)`` (k = 0) and ``(a/2)^(1/n)`` (k = n)."""
+    from scipy.stats import beta
+
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    a = 1.0 - level
+    low = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
+    return low, high
+
+
 def _bootstrap_copy_fraction(gen_d, gen_s, cal: Calibration, num_samples: int, level: float, seed: int) -> dict:
+    """The copy fraction's interval: the union of the bootstrap and Clopper–Pearson intervals (module docstring)."""
     rng = np.random.default_rng(seed)
     n, c = len(gen_d), len(cal.ssim)
     fr = np.empty(num_samples)
@@ -279,8 +304,12 @@ def _bootstrap_copy_fraction(gen_d, gen_s, cal: Calibration, num_samples: int, l
         gi = rng.integers(0, n, n)
         fr[b] = np.mean((gen_d[gi] < t_d) | (gen_s[gi] > t_s))
     lo, hi = np.quantile(fr, [(1 - level) / 2, (1 + level) / 2])
-    return {"low": float(lo), "high": float(hi), "level": level,
-            "method": f"percentile bootstrap over generated and calibration frames ({num_samples})"}
+    k = int(cal.flagged(gen_d, gen_s).sum())
+    cp_lo, cp_hi = clopper_pearson(k, n, level)
+    return {"low": float(min(lo, cp_lo)), "high": float(max(hi, cp_hi)), "level": level,
+            "bootstrap": [float(lo), float(hi)], "clopper_pearson": [cp_lo, cp_hi],
+            "method": f"union of a percentile bootstrap over generated and calibration frames ({num_samples}) and "
+                      f"the exact binomial (Clopper-Pearson) interval of {k}/{n}"}
 
 
 def memorization_report(gen_feats, gen_thumbs: torch.Tensor, train_feats, train_thumbs: torch.Tensor,
