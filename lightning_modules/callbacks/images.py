@@ -50,9 +50,12 @@ class SampleGrid(pl.Callback):
         self.steps = num_inference_steps
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not is_generator_module(pl_module):
+        if trainer.sanity_checking or not is_generator_module(pl_module):
             return
         if (trainer.current_epoch + 1) % self.every and not trainer.fast_dev_run:
+            return
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a broadcast under DDP: every rank must ask
+        if not trainer.is_global_zero:
             return
         dm = getattr(trainer, "datamodule", None)
         prompts = (self.prompts or list(getattr(pl_module, "sample_prompts", []) or [])
@@ -67,7 +70,6 @@ class SampleGrid(pl.Callback):
         images = generate_with_progress(trainer, generator, *prompt_major(prompts, self.n, self.seed), chunk=16,
                                         desc=f"sample grid (epoch {trainer.current_epoch})", unit="chunk")
         info = generator.info()
-        log_dir = trainer.log_dir or trainer.default_root_dir
         path = os.path.join(log_dir, "samples", f"epoch={trainer.current_epoch:04d}.png")
         grid = save_grid(images, path, prompts, self.seed, info, epoch=trainer.current_epoch,
                          global_step=trainer.global_step)
