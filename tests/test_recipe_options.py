@@ -167,3 +167,22 @@ def test_the_kvasir_seg_configs_train_msdms_recipe(stage, config):
     args = yaml.safe_load((repo_root() / "configs" / config).read_text())["model"]["init_args"]
     for key, value in recipe[stage].items():
         assert args.get(key) == value, f"{config}: {key} = {args.get(key)!r}, the msdm recipe has {value!r}"
+
+
+@pytest.mark.parametrize("betas", [(0.002, 0.02), (0.00085, 0.012), (0.0005, 0.006)])
+def test_dpm_sde_on_a_zero_snr_schedule_spends_its_steps_across_the_noise_levels(betas):
+    # Karras sigmas from diffusers' zero-SNR sigma_max (4096) put half of 20 steps at t >= 997 (timesteps 999, 998,
+    # 998, ...) and crashed the solver on the 0.0005-0.006 range; under zero terminal SNR dpm++sde uses linspace
+    from msdm.generators.samplers import make_sampler
+
+    sched = make_sampler("dpm++sde", dict(training_scheduler("v_prediction", True, beta_start=betas[0],
+                                                             beta_end=betas[1]).config))
+    sched.set_timesteps(20)
+    t = sched.timesteps.tolist()
+    assert len(set(t)) == 20 and t[0] == 999 and t[0] - t[1] > 40 and sum(x >= 900 for x in t) <= 3
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    for step in sched.timesteps:  # the whole solve runs (it raised IndexError before)
+        x = sched.step(0.1 * x, step, x, generator=torch.Generator().manual_seed(int(step))).prev_sample
+    assert torch.isfinite(x).all()
+    plain = make_sampler("dpm++sde", dict(training_scheduler("epsilon").config))  # the paper's schedule keeps Karras
+    assert plain.config.use_karras_sigmas

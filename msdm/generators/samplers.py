@@ -50,12 +50,15 @@ def _dpm(config: dict):
 def _dpm_sde(config: dict):
     from diffusers import DPMSolverMultistepScheduler
 
+    # Karras sigmas spend more steps at low noise: on the quickstart model 3.3x closer to DDIM-150 than linspace
+    # sigmas at 10 steps, 1.4x at 20 (docs/benchmarks.md, Fast sampling). Not under zero terminal SNR: diffusers then
+    # puts sigma_max at 4096 (ᾱ_T clamped to 2^-24) and Karras' rho = 7 spacing from there spends half the steps at
+    # t ≥ 997, i.e. on pure noise (timesteps 999, 998, 998, 997, ...; repeated timesteps even crash the solver with
+    # some beta ranges); linspace timesteps (999, 946, ...) are what Lin et al. 2024 sample a zero-SNR model with.
+    karras = not config.get("rescale_betas_zero_snr", False)
     return DPMSolverMultistepScheduler.from_config(
         {**config, "algorithm_type": "sde-dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace",
-         "final_sigmas_type": "zero", "lower_order_final": True,
-         # Karras sigmas spend more steps at low noise: on the quickstart model 3.3x closer to DDIM-150 than linspace
-         # sigmas at 10 steps, 1.4x at 20 (docs/benchmarks.md, Fast sampling)
-         "use_karras_sigmas": True})
+         "final_sigmas_type": "zero", "lower_order_final": True, "use_karras_sigmas": karras})
 
 
 def _diffusers(name: str):
