@@ -186,3 +186,20 @@ def test_dpm_sde_on_a_zero_snr_schedule_spends_its_steps_across_the_noise_levels
     assert torch.isfinite(x).all()
     plain = make_sampler("dpm++sde", dict(training_scheduler("epsilon").config))  # the paper's schedule keeps Karras
     assert plain.config.use_karras_sigmas
+
+
+def test_the_unet_ignores_all_padding_token_columns():
+    # Stage2.training_loss drops the token columns that are padding in every row (cheaper cross-attention); exact
+    # because the U-Net gives padding a -1e4 key bias and pools the masked mean: same output with and without them
+    torch.manual_seed(0)
+    unet = build_unet("tiny", text_embed_dim=8).eval()
+    x, t = torch.randn(3, 4, 8, 8), torch.tensor([10, 500, 990])
+    states, mask = torch.randn(3, 7, 8), torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0],
+                                                       [1, 1, 1, 1, 1, 0, 0]])
+    keep = mask.bool().any(0)
+    with torch.no_grad():
+        full = unet(x, t, states * mask.unsqueeze(-1), mask).sample
+        trimmed = unet(x, t, (states * mask.unsqueeze(-1))[:, keep], mask[:, keep]).sample
+        garbage = unet(x, t, torch.where(mask.bool().unsqueeze(-1), states, torch.randn(3, 7, 8) * 5), mask).sample
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(garbage, full, rtol=1e-5, atol=1e-5)  # padding states do not matter at all

@@ -223,6 +223,14 @@ class Stage2(FrozenParts):
         latents = self.batch_latents(batch, "train")
         captions, _ = drop_captions(list(batch["caption"]), self.hparams.cfg_dropout)
         states, mask = self.encode_prompts(captions)
+        if mask is not None and not self.hparams.get("torch_compile"):
+            # drop the token columns that are padding in every row: the U-Net gives padding a -1e4 key bias (exp()
+            # underflows to 0) and pools the masked mean, so the loss is the same up to summation order, and cross-
+            # attention is cheaper (joined captions: ~95 of 128 tokens at batch 8; ~10 % of a CPU step). Compiled
+            # U-Nets keep the static length (no recompiles); the evaluation loss keeps it too (batch-independent).
+            keep = mask.bool().any(dim=0)  # any padding side
+            if not bool(keep.all()):
+                states, mask = states[:, keep], mask[:, keep]
         loss = diffusion_loss(self.unet, latents, states, mask, self.scheduler, self.hparams.loss_type,
                               memory_format=self.memory_format(), snr_gamma=self.hparams.get("snr_gamma"), snr_offset=self.hparams.get("snr_offset"))
         return loss, latents.shape[0]
