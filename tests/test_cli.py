@@ -1,6 +1,7 @@
 """The msdm console script: presets, generate (challenge layout), export, Lightning fit through the CLI."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,20 @@ def test_fit_unet_through_the_cli(unet_ckpt, tiny_text_encoder, tmp_path, monkey
     assert grids, "the SampleGrid callback wrote no grid"
     # the shipped U-Net configs log FID of generated images against the held-out ones (offline Inception)
     assert math.isfinite(float(cli.trainer.callback_metrics["val/fid"]))
+
+
+def test_cli_thread_policy_bounds_the_openmp_spin_unless_the_user_chose(monkeypatch):
+    # PASSIVE made an idle 2-core U-Net step 1.7x slower; a bounded spin keeps idle speed (msdm.cli._cpu_thread_policy)
+    from msdm.cli import _cpu_thread_policy
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    _cpu_thread_policy()
+    assert os.environ["GOMP_SPINCOUNT"] == "20000" and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("GOMP_SPINCOUNT", "7")
+    _cpu_thread_policy()
+    assert os.environ["GOMP_SPINCOUNT"] == "7"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    _cpu_thread_policy()
+    assert "GOMP_SPINCOUNT" not in os.environ and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
