@@ -4,6 +4,7 @@ Nothing here downloads. ``HF_HUB_OFFLINE=1`` is forced so that a hidden download
 """
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -94,6 +95,25 @@ def make_loader(samples, batch_size=4, shuffle=True, seed=0):
     from msdm.data.loader import ResumableDataLoader
 
     return ResumableDataLoader(SampleList(samples), batch_size=batch_size, sampler=EpochShuffleSampler(len(samples), seed, shuffle))
+
+
+def run_rank_script(script: str, *args, cwd, out=None, world_size: int = 2, timeout: int = 600) -> list[dict]:
+    """Run ``tests/scripts/<script>`` in a fresh process (Lightning's ``strategy="ddp"`` re-launches a *file* for
+    rank 1, so DDP tests cannot run in pytest's process) with one OpenMP thread per rank, and return the
+    ``rank{r}.json`` of ranks ``0 .. world_size - 1`` in ``out`` (default: ``cwd``). ``args`` are passed
+    as strings; a non-zero exit fails the test with the script's stderr."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(root / "tests" / "scripts" / script), *map(str, args)]
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Path(out if out is not None else cwd)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world_size)]
 
 
 # ---- scale tests (tests/test_scale.py, issue 14): full-width generators, minutes each; opt-in ----

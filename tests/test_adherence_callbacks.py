@@ -88,18 +88,9 @@ def test_module_generate_fn_matches_generate_per_seed(vae_run, tiny_text_encoder
 @pytest.mark.slow
 def test_adherence_callback_under_two_process_ddp_equals_one_process(tmp_path, tiny_text_encoder):
     """Each rank generates its block of seeds; the summed counts equal one process generating every image."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import run_rank_script
 
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(root / "tests/scripts/ddp_adherence_callback.py"), tiny_text_encoder, str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_rank_script("ddp_adherence_callback.py", tiny_text_encoder, tmp_path, cwd=tmp_path, timeout=900)
     assert all(r["world_size"] == 2 for r in ranks)
     assert ranks[0]["result"] == ranks[1]["result"] and ranks[0]["logged"] == ranks[1]["logged"]
     single = ranks[0]["single"]

@@ -105,9 +105,7 @@ def test_a_tiny_training_run_logs_and_writes_the_report(tiny_text_encoder, datam
 def test_ddp_two_processes_log_the_single_process_values(tiny_text_encoder, kvasir_dir, inception, tmp_path):
     """Images sharded over 2 gloo ranks (2 + 3), gathered and scored on rank 0, broadcast: every rank logs the
     values of a 1-process run, and rank 0 scores the same images in the same order."""
-    import os
-    import subprocess
-    import sys
+    from conftest import run_rank_script
 
     frames = sorted((kvasir_dir / "images").iterdir())
     folders = {"train": frames[:20], "calibration": frames[20:40]}
@@ -115,17 +113,13 @@ def test_ddp_two_processes_log_the_single_process_values(tiny_text_encoder, kvas
         (tmp_path / name).mkdir()
         for p in paths:
             (tmp_path / name / p.name).symlink_to(p)
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     results = {}
     for devices in (1, 2):
         out = tmp_path / f"out{devices}"
         out.mkdir()
-        cmd = [sys.executable, str(root / "tests/scripts/ddp_memorization_callback.py"), str(tmp_path / "train"),
-               str(tmp_path / "calibration"), tiny_text_encoder, inception, str(out), str(devices)]
-        proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[devices] = [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
+        results[devices] = run_rank_script("ddp_memorization_callback.py", tmp_path / "train",
+                                           tmp_path / "calibration", tiny_text_encoder, inception, out, devices,
+                                           cwd=tmp_path, out=out, world_size=devices)
     single = results[1][0]
     assert single["metrics"]["memorization/n_generated"] == 5
     for rank in results[2]:

@@ -1,12 +1,9 @@
 """2-process CPU DDP (gloo): every sample seen exactly once per epoch across ranks; ranks end with equal weights."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_rank_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,12 +20,8 @@ def test_ddp_two_cpu_processes_cover_the_epoch_and_agree(tmp_path, kvasir_dir, t
     trainer.strategy.connect(MSDMVAEModule(preset="tiny"))
     trainer.save_checkpoint(vae_ckpt)
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "tests/scripts/ddp_fit_unet.py"), str(kvasir_dir / "images"),
-           tiny_text_encoder, str(vae_ckpt), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_rank_script("ddp_fit_unet.py", kvasir_dir / "images", tiny_text_encoder, vae_ckpt, tmp_path,
+                            cwd=tmp_path)
     assert all(r["world_size"] == 2 for r in ranks)
     all_ids = sorted(p.stem for p in (kvasir_dir / "images").iterdir())[:8]
     for epoch in ("0", "1"):

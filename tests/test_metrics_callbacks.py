@@ -119,24 +119,15 @@ def test_real_features_are_cached_across_runs(tiny_text_encoder, kvasir_samples,
 @pytest.mark.slow
 def test_ddp_two_processes_log_the_single_process_values(tiny_text_encoder, kvasir_dir, extractor_files, tmp_path):
     """Prompts sharded over 2 gloo ranks, compute() on both: the logged values equal a 1-process run (no hang)."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import run_rank_script
 
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     results = {}
     for devices in (1, 2):
         out = tmp_path / f"out{devices}"
         out.mkdir()
-        cmd = [sys.executable, str(root / "tests/scripts/ddp_metrics_callback.py"), str(kvasir_dir / "images"),
-               tiny_text_encoder, extractor_files["biomedclip"], extractor_files["inception"], str(tmp_path / "cache"),
-               str(out), str(devices)]
-        proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[devices] = [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
+        results[devices] = run_rank_script("ddp_metrics_callback.py", kvasir_dir / "images", tiny_text_encoder,
+                                           extractor_files["biomedclip"], extractor_files["inception"],
+                                           tmp_path / "cache", out, devices, cwd=tmp_path, out=out, world_size=devices)
     single = results[1][0]["metrics"]
     assert set(single) >= {"val/fid", "val/fbd", "val/fidelity", "val/agreement", "val/diversity", "val/kid",
                            "val/precision", "val/recall", "val/density", "val/coverage"}

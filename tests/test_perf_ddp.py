@@ -2,13 +2,10 @@
 once per epoch across ranks, per-rank cache shards read by the other rank, frozen parts never in memory during
 training steps, equal weights on both ranks, and a validation loss equal to the single-process value."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_rank_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,12 +26,8 @@ def test_ddp_synthetic_datamodule_with_cache_covers_each_epoch_and_matches_one_p
     trainer.save_checkpoint(vae_ckpt)
     cache = tmp_path / "cache"
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "tests/scripts/ddp_fit_unet_cached.py"), tiny_text_encoder, str(vae_ckpt),
-           str(tmp_path), str(cache)]
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_rank_script("ddp_fit_unet_cached.py", tiny_text_encoder, vae_ckpt, tmp_path, cache, cwd=tmp_path,
+                            timeout=900)
     assert all(r["world_size"] == 2 for r in ranks)
 
     all_ids = sorted(f"synthetic-train-s3-{i:06d}" for i in range(8))
