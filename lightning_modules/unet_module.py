@@ -43,6 +43,10 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
             scheduler_overrides (DDPMScheduler config keys, e.g. ``beta_start``/``beta_end``; saved in exports): the noise process and loss weighting (:mod:`msdm.diffusion`; msdm's recipe for real
             frames, :mod:`msdm.training.recipes`, uses v, zero terminal SNR and γ = 5).
         ema_decay: EMA of the U-Net weights (None = off); used for sampling and export when on.
+        autoguidance: a fraction of training in (0, 1): the sampling weights at that step (EMA when on) become a
+            frozen weaker U-Net, and sampling guides with it instead of the unconditional branch (Karras et al. 2024;
+            ``guidance_scale`` is then autoguidance's weight); saved in checkpoints and exported pipelines
+            (``guide_unet``). None (default) = classifier-free guidance.
         sampler, num_inference_steps, guidance_scale, eta: sampling defaults (DDIM-150, η = 1, 4.5 in diffusers'
             guidance convention = the reference's 3.5; samplers: :mod:`msdm.generators.samplers`); guidance_interval:
             guide only at training timesteps in [lo, hi] (:class:`~msdm.pipeline.MSDMPipeline`, saved with exports).
@@ -84,6 +88,7 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
         num_inference_steps: int = REFERENCE_STEPS,
         guidance_scale: float = 4.5,
         guidance_interval: tuple[float, float] | None = None,
+        autoguidance: float | None = None,
         eta: float = 1.0,
         sample_prompts: list[str] | None = None,
         image_size: int | None = None,
@@ -153,6 +158,14 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return predict_step(self, batch)  # msdm predict: PromptDataModule batches -> images (lightning_modules/prediction.py)
 
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)  # the step and the EMA update (ReseedAndAverage)
+        # Lightning counts this step in global_step only after the hook returns. Taken here, before any callback's
+        # on_train_batch_end, a checkpoint written at this step already holds the weaker model (exact resume).
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        if self.guide_unet is None and self.trainer.global_step + 1 == self.guide_step(total):
+            self.take_guide()
+
     def configure_optimizers(self):
         hp = self.hparams
         fused = hp.fused_optimizer
@@ -194,5 +207,6 @@ class MSDMUNetModule(ReseedAndAverage, Stage2, pl.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         remember_checkpoint(self, checkpoint)  # generation_info() names the checkpoint's step, also without a Trainer
         self.complete_frozen_state(checkpoint["state_dict"])
+        self.ensure_guide_for(checkpoint["state_dict"])
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])

@@ -48,20 +48,27 @@ class MSDMPipeline(DiffusionPipeline):
 
     Components: ``vae`` (:class:`msdm.models.vae.MSDMVAE` or any diffusers ``AutoencoderKL``-like model),
     ``unet`` (:class:`msdm.models.unet.MSDMUNet`), ``text_encoder`` + ``tokenizer`` (transformers), ``scheduler``
-    (a diffusers scheduler: DDIM by default; swap with :meth:`set_sampler`).
+    (a diffusers scheduler: DDIM by default; swap with :meth:`set_sampler`), and optionally ``guide_unet``: the
+    weaker U-Net of autoguidance (an early EMA of the same run). A pipeline that has one samples with autoguidance
+    by default (``autoguidance=False`` in the call: classifier-free guidance).
     """
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
+    model_cpu_offload_seq = "text_encoder->unet->guide_unet->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    # the weaker U-Net of autoguidance (a run's early EMA weights, ``MSDMUNetModule(autoguidance=...)``); folders
+    # without it load as before
+    _optional_components = ["guide_unet"]
 
     # Typed: diffusers reads the component types from this signature (from_pipe keeps a model component only when
     # its type is the one named here; untyped, from_pipe dropped unet and vae).
     def __init__(self, vae: MSDMVAE | AutoencoderKL, unet: MSDMUNet, text_encoder: PreTrainedModel,
                  tokenizer: PreTrainedTokenizerBase, scheduler: SchedulerMixin, resolution: int = 256,
                  text_chunking: str = "none", guidance_scale: float = 4.5,
-                 guidance_interval: tuple[float, float] | list[float] | None = None):
+                 guidance_interval: tuple[float, float] | list[float] | None = None,
+                 guide_unet: MSDMUNet | None = None):
         super().__init__()
-        self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        self.register_modules(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                              guide_unet=guide_unet)
         # guidance_scale (and guidance_interval): the defaults of __call__, saved with the folder, so that a pipeline
         # exported from a run samples with the guidance it was validated at unless told otherwise
         self.register_to_config(resolution=resolution, text_chunking=text_chunking, guidance_scale=float(guidance_scale),
@@ -198,6 +205,7 @@ class MSDMPipeline(DiffusionPipeline):
         guidance_rescale: float = 0.0,
         guidance_interval: tuple[float, float] | list[float] | None = None,
         guide_unet=None,
+        autoguidance: bool | None = None,
     ):
         """Generate ``len(prompt) * num_images_per_prompt`` images, prompt-major.
 
@@ -225,7 +233,9 @@ class MSDMPipeline(DiffusionPipeline):
         ``rescale_noise_cfg``): against over-exposure at high guidance with v-prediction.
         ``guide_unet``: **autoguidance** (Karras et al. 2024, "Guiding a diffusion model with a bad version of
         itself"): a weaker U-Net of the same model (e.g. an early checkpoint), evaluated on the same prompt, replaces
-        the unconditional branch: ``bad + s·(good − bad)``; ``negative_prompt`` is then unused.
+        the unconditional branch: ``bad + s·(good − bad)``; ``negative_prompt`` is then unused. ``autoguidance``:
+        ``None`` guides with the pipeline's own ``guide_unet`` component when it has one (else CFG), ``False`` always
+        uses classifier-free guidance, ``True`` requires a weaker U-Net (the argument or the component).
         """
         from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
@@ -242,6 +252,13 @@ class MSDMPipeline(DiffusionPipeline):
         if guidance_interval is None:
             guidance_interval = getattr(self.config, "guidance_interval", None)
         lo, hi = _interval(guidance_interval) or (float("-inf"), float("inf"))
+        if autoguidance is False:
+            guide_unet = None
+        elif guide_unet is None:
+            guide_unet = getattr(self, "guide_unet", None)
+            if autoguidance and guide_unet is None:
+                raise ValueError("autoguidance=True needs a weaker U-Net: pass guide_unet=... or export a run trained "
+                                 "with MSDMUNetModule(autoguidance=...)")
         autoguide = guide_unet is not None and guidance_scale != 1.0
         # autoguidance needs no unconditional branch: guidance is against the weaker model, on the same prompt
         self._guidance_scale, self._interrupt = (1.0 if autoguide else guidance_scale), False
@@ -328,7 +345,10 @@ class MSDMPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=out)
 
     def generation_info(self) -> dict:
-        return {"sampler": sampler_name(self.scheduler)}
+        info = {"sampler": sampler_name(self.scheduler)}
+        if getattr(self, "guide_unet", None) is not None:
+            info["guidance"] = "autoguidance (the folder's guide_unet)"
+        return info
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
