@@ -126,25 +126,6 @@ def _trainer(root: Path, steps: int, callbacks=()):
                       limit_val_batches=0, num_sanity_val_steps=0, callbacks=list(callbacks))
 
 
-class _Snapshot:
-    """Keep a copy of the sampling weights (EMA when on) at ``step``: the weaker model of autoguidance."""
-
-    def __new__(cls, step: int):
-        import copy
-
-        import lightning.pytorch as pl
-
-        class Snapshot(pl.Callback):
-            unet = None
-
-            def on_train_batch_end(self, trainer, module, *args):
-                if trainer.global_step == step and self.unet is None:
-                    with module.ema_weights():
-                        self.unet = copy.deepcopy(module.unet).eval().requires_grad_(False)
-
-        return Snapshot()
-
-
 def train_vae(data: Data, recipe: dict, seed: int, steps: int, root: Path):
     import lightning.pytorch as pl
 
@@ -173,7 +154,7 @@ def score_vae(data: Data, vae_module, detector) -> dict:
     return {"recon_fid": frechet_distance(data.features(rec), data.held_feats), "survives": keep}
 
 
-def train_unet(data: Data, recipe: dict, vae_ckpt: Path, seed: int, steps: int, root: Path, snapshot: int):
+def train_unet(data: Data, recipe: dict, vae_ckpt: Path, seed: int, steps: int, root: Path):
     import lightning.pytorch as pl
 
     from lightning_modules import MSDMUNetModule
@@ -181,10 +162,9 @@ def train_unet(data: Data, recipe: dict, vae_ckpt: Path, seed: int, steps: int, 
     pl.seed_everything(seed, verbose=False)
     unet = MSDMUNetModule(**recipe["unet"], vae=str(vae_ckpt), text_encoder="builtin:all-MiniLM-L6-v2",
                           image_size=data.resolution, cfg_dropout=0.2, fused_optimizer=True)
-    snap = _Snapshot(snapshot)
     t = time.perf_counter()
-    _trainer(root, steps, [snap]).fit(unet, datamodule=data.datamodule(recipe, seed, recipe["batch_size"]))
-    return unet, snap.unet, time.perf_counter() - t
+    _trainer(root, steps).fit(unet, datamodule=data.datamodule(recipe, seed, recipe["batch_size"]))
+    return unet, time.perf_counter() - t
 
 
 def score_sampling(data: Data, unet, detector, setting: dict, adherence_images: int) -> dict:
@@ -210,18 +190,20 @@ def score_sampling(data: Data, unet, detector, setting: dict, adherence_images: 
     return out
 
 
-def settings_for(recipe_name: str, first_seed: bool, snapshot_unet) -> list[dict]:
-    """Guidance settings scored per run: the recipe's own always; a sweep on the first seed (docs/benchmarks.md)."""
+def settings_for(recipe: dict, recipe_name: str, first_seed: bool) -> list[dict]:
+    """Guidance settings scored per run: the recipe's own and the alternatives on every seed; a CFG sweep on the
+    first seed (docs/benchmarks.md)."""
     if recipe_name == "paper":
         s = [{"name": "paper: ddim-150 g4.5"}]
         return s + ([{"name": "paper: dpm++sde-20 g4.5", "sampler": "dpm++sde", "num_inference_steps": 20}]
                     if first_seed else [])
-    s = [{"name": "msdm default"}, {"name": "g1", "guidance_scale": 1.0}]
+    cfg = {"autoguidance": False} if recipe["unet"].get("autoguidance") else {}
+    s = [{"name": "msdm default"}]
+    if cfg:  # the recipe guides with its early EMA (autoguidance): classifier-free guidance beside it, same run
+        s.append({"name": "CFG g1.5", **cfg, "guidance_scale": 1.5})
+    s.append({"name": "g1", **cfg, "guidance_scale": 1.0})
     if first_seed:  # the guidance sweep of issue 20's goal (FID within 10 % of the best over g in {1, 1.5, 2, 3, 5})
-        s += [{"name": "g2", "guidance_scale": 2.0}, {"name": "g3", "guidance_scale": 3.0},
-              {"name": "g5", "guidance_scale": 5.0}]
-        if snapshot_unet is not None:
-            s += [{"name": "autoguidance g2 (EMA at half)", "guidance_scale": 2.0, "guide_unet": snapshot_unet}]
+        s += [{"name": f"CFG g{g:g}", **cfg, "guidance_scale": g} for g in (2.0, 3.0, 5.0)]
     return s
 
 
@@ -233,27 +215,54 @@ def run_one(data: Data, name: str, seed: int, args, detector) -> dict:
     recipe = get_recipe(name)
     root = Path(args.out) / "work" / f"{name}-s{seed}"
     root.mkdir(parents=True, exist_ok=True)
-    vae, vae_s = train_vae(data, recipe, seed, args.vae_steps, root / "vae")
-    vae_ckpt = root / "vae.ckpt"
-    vae.trainer.save_checkpoint(str(vae_ckpt))
+    earlier = reusable_vae(args.vae_from, name, seed, recipe, args) if args.vae_from else None
     result = {"recipe": name, "seed": seed, "recipe_settings": recipe, "vae_steps": args.vae_steps,
-              "unet_steps": args.unet_steps, "vae_train_s": vae_s, "vae": score_vae(data, vae, detector)}
-    print(f"  {name} s{seed}: VAE {vae_s:.0f} s, reconstruction FID {result['vae']['recon_fid']:.1f}", flush=True)
-    unet, weak, unet_s = train_unet(data, recipe, vae_ckpt, seed, args.unet_steps, root / "unet", args.unet_steps // 2)
+              "unet_steps": args.unet_steps}
+    if earlier is not None:  # the same first stage (deterministic per seed): its checkpoint, time and scores
+        vae_ckpt, prev = earlier
+        result.update(vae_train_s=prev["vae_train_s"], vae=prev["vae"], vae_reused_from=str(vae_ckpt))
+        print(f"  {name} s{seed}: VAE reused from {vae_ckpt} (trained in {prev['vae_train_s']:.0f} s), "
+              f"reconstruction FID {result['vae']['recon_fid']:.1f}", flush=True)
+    else:
+        vae, vae_s = train_vae(data, recipe, seed, args.vae_steps, root / "vae")
+        vae_ckpt = root / "vae.ckpt"
+        vae.trainer.save_checkpoint(str(vae_ckpt))
+        result.update(vae_train_s=vae_s, vae=score_vae(data, vae, detector))
+        print(f"  {name} s{seed}: VAE {vae_s:.0f} s, reconstruction FID {result['vae']['recon_fid']:.1f}", flush=True)
+    unet, unet_s = train_unet(data, recipe, vae_ckpt, seed, args.unet_steps, root / "unet")
     result["unet_train_s"] = unet_s
     result["sampling"] = []
     grids = []
-    for setting in settings_for(name, seed == args.seeds[0], weak):
+    for setting in settings_for(recipe, name, seed == args.seeds[0]):
         r = score_sampling(data, unet, detector, setting, args.adherence_images)
         grids.append(r.pop("images"))
-        r["setting"] = {k: (v if k != "guide_unet" else f"EMA U-Net at step {args.unet_steps // 2}")
-                        for k, v in setting.items()}
+        r["setting"] = setting
         gaps = r.get("paired", {})
         print(f"  {name} s{seed} [{setting['name']}]: FID {r['fid']:.1f}, KID {r['kid']:.4f}, clipped 255 "
               f"{r['clipped_255']:.4f}, mean gap {gaps.get('mean_gap', float('nan')):.2f}", flush=True)
         result["sampling"].append(r)
     save_image(torch.cat([data.held_images[:16]] + grids), root / "samples.png", nrow=16)
     return result
+
+
+def reusable_vae(earlier_out: str, name: str, seed: int, recipe: dict, args) -> tuple[Path, dict] | None:
+    """``(vae.ckpt, result)`` of an earlier run in ``earlier_out`` whose first stage is this run's: same recipe
+    name, seed, resolution, VAE settings, VAE batch size and steps (the VAE stage is deterministic per seed, so
+    U-Net variants can be measured over seeds without retraining it). ``None`` (with the reason) otherwise."""
+    root = Path(earlier_out)
+    path = root / "runs" / f"{name}-s{seed}-r{args.resolution}.json"
+    ckpt = root / "work" / f"{name}-s{seed}" / "vae.ckpt"
+    if not (path.exists() and ckpt.exists()):
+        print(f"  {name} s{seed}: no earlier VAE in {root} ({path.name} / vae.ckpt missing): training it", flush=True)
+        return None
+    prev = json.loads(path.read_text())
+    old = prev["recipe_settings"]
+    same = (old["vae"] == recipe["vae"] and old["vae_batch_size"] == recipe["vae_batch_size"]
+            and prev["vae_steps"] == args.vae_steps)
+    if not same:
+        print(f"  {name} s{seed}: the earlier VAE in {root} has other settings: training it", flush=True)
+        return None
+    return ckpt, prev
 
 
 def summarize(results: list[dict], floor: dict, real_clipped) -> dict:
@@ -307,10 +316,13 @@ def main(argv=None) -> int:
     ap.add_argument("--recipes", nargs="+", default=["msdm", "paper"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--vae-steps", type=int, default=1200)
-    ap.add_argument("--unet-steps", type=int, default=2000)
+    ap.add_argument("--unet-steps", type=int, default=4000)
     ap.add_argument("--adherence-images", type=int, default=16, help="images per prompt of each REAL_PAIRS prompt")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("MSDM_BENCH_THREADS", "2")))
     ap.add_argument("--out", default="runs/real_kvasir")
+    ap.add_argument("--vae-from", default=None, metavar="EARLIER_OUT",
+                    help="reuse the VAE of an earlier run's --out when its first-stage settings are these (U-Net "
+                         "changes measured over seeds without retraining the deterministic first stage)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from msdm.metrics.adherence.real_detector import RealFrameDetector

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     data = rk.Data(args.data, args.labels, 200, 64)
     detector = RealFrameDetector()
     root = Path(args.out) / args.name
-    unet, _, train_s = rk.train_unet(data, recipe, Path(args.vae), args.seed, args.steps, root, args.steps // 2)
+    unet, train_s = rk.train_unet(data, recipe, Path(args.vae), args.seed, args.steps, root)
     print(f"{args.name}: {args.steps} steps at batch {recipe['batch_size']} in {train_s:.0f} s", flush=True)
     result = {"name": args.name, "command": " ".join(["python", "bench/real_kvasir_variants.py", *(argv or sys.argv[1:])]),
               "recipe": recipe, "steps": args.steps, "seed": args.seed, "train_s": train_s, "sampling": []}
