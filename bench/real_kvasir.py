@@ -126,15 +126,19 @@ def _trainer(root: Path, steps: int, callbacks=()):
                       limit_val_batches=0, num_sanity_val_steps=0, callbacks=list(callbacks))
 
 
-def train_vae(data: Data, recipe: dict, seed: int, steps: int, root: Path):
+def train_vae(data: Data, recipe: dict, seed: int, steps: int, root: Path, resume: Path | None = None):
+    """``steps`` joint steps, then the recipe's decoder phase (:func:`msdm.training.recipes.vae_fit_steps`);
+    ``resume``: a finished joint run of the same settings, to which only the decoder phase is added."""
     import lightning.pytorch as pl
 
     from lightning_modules import MSDMVAEModule
+    from msdm.training.recipes import vae_fit_steps
 
     pl.seed_everything(seed, verbose=False)
     vae = MSDMVAEModule(**recipe["vae"], test_fid=False)
     t = time.perf_counter()
-    _trainer(root, steps).fit(vae, datamodule=data.datamodule(recipe, seed, recipe["vae_batch_size"]))
+    _trainer(root, vae_fit_steps(recipe, steps)).fit(vae, datamodule=data.datamodule(recipe, seed, recipe["vae_batch_size"]),
+                                                     ckpt_path=str(resume) if resume else None)
     return vae, time.perf_counter() - t
 
 
@@ -218,17 +222,25 @@ def run_one(data: Data, name: str, seed: int, args, detector) -> dict:
     earlier = reusable_vae(args.vae_from, name, seed, recipe, args) if args.vae_from else None
     result = {"recipe": name, "seed": seed, "recipe_settings": recipe, "vae_steps": args.vae_steps,
               "unet_steps": args.unet_steps}
-    if earlier is not None:  # the same first stage (deterministic per seed): its checkpoint, time and scores
-        vae_ckpt, prev = earlier
+    vae_ckpt = root / "vae.ckpt"
+    if earlier is not None and earlier[2] == "same":  # the same first stage (deterministic per seed)
+        vae_ckpt, prev, _ = earlier
         result.update(vae_train_s=prev["vae_train_s"], vae=prev["vae"], vae_reused_from=str(vae_ckpt))
         print(f"  {name} s{seed}: VAE reused from {vae_ckpt} (trained in {prev['vae_train_s']:.0f} s), "
               f"reconstruction FID {result['vae']['recon_fid']:.1f}", flush=True)
     else:
-        vae, vae_s = train_vae(data, recipe, seed, args.vae_steps, root / "vae")
-        vae_ckpt = root / "vae.ckpt"
+        # an earlier joint phase of these settings: resumed, only the decoder phase trains here (the encoder, so the
+        # latents, are that run's: the VAE stage is deterministic per seed)
+        resume = earlier[0] if earlier is not None else None
+        vae, vae_s = train_vae(data, recipe, seed, args.vae_steps, root / "vae", resume=resume)
+        if resume is not None:
+            result.update(vae_joint_reused_from=str(resume), vae_joint_train_s=earlier[1]["vae_train_s"],
+                          vae_decoder_phase_s=vae_s, vae_joint=earlier[1]["vae"])
+            vae_s += earlier[1]["vae_train_s"]
         vae.trainer.save_checkpoint(str(vae_ckpt))
         result.update(vae_train_s=vae_s, vae=score_vae(data, vae, detector))
-        print(f"  {name} s{seed}: VAE {vae_s:.0f} s, reconstruction FID {result['vae']['recon_fid']:.1f}", flush=True)
+        print(f"  {name} s{seed}: VAE {vae_s:.0f} s{' (joint phase reused)' if resume else ''}, reconstruction FID "
+              f"{result['vae']['recon_fid']:.1f}", flush=True)
     unet, unet_s = train_unet(data, recipe, vae_ckpt, seed, args.unet_steps, root / "unet")
     result["unet_train_s"] = unet_s
     result["sampling"] = []
@@ -245,10 +257,12 @@ def run_one(data: Data, name: str, seed: int, args, detector) -> dict:
     return result
 
 
-def reusable_vae(earlier_out: str, name: str, seed: int, recipe: dict, args) -> tuple[Path, dict] | None:
-    """``(vae.ckpt, result)`` of an earlier run in ``earlier_out`` whose first stage is this run's: same recipe
-    name, seed, resolution, VAE settings, VAE batch size and steps (the VAE stage is deterministic per seed, so
-    U-Net variants can be measured over seeds without retraining it). ``None`` (with the reason) otherwise."""
+def reusable_vae(earlier_out: str, name: str, seed: int, recipe: dict, args):
+    """``(vae.ckpt, result, how)`` of an earlier run in ``earlier_out`` whose first stage is this run's: same recipe
+    name, seed, resolution, VAE batch size and joint steps, and the same VAE settings (``how = "same"``) or the same
+    but for the decoder phase, which the earlier run lacks (``how = "joint"``: resume it and add the phase). The VAE
+    stage is deterministic per seed, so U-Net and decoder changes are measured over seeds without retraining it.
+    ``None`` (with the reason) otherwise."""
     root = Path(earlier_out)
     path = root / "runs" / f"{name}-s{seed}-r{args.resolution}.json"
     ckpt = root / "work" / f"{name}-s{seed}" / "vae.ckpt"
@@ -256,13 +270,19 @@ def reusable_vae(earlier_out: str, name: str, seed: int, recipe: dict, args) -> 
         print(f"  {name} s{seed}: no earlier VAE in {root} ({path.name} / vae.ckpt missing): training it", flush=True)
         return None
     prev = json.loads(path.read_text())
-    old = prev["recipe_settings"]
-    same = (old["vae"] == recipe["vae"] and old["vae_batch_size"] == recipe["vae_batch_size"]
-            and prev["vae_steps"] == args.vae_steps)
-    if not same:
+    old, new = prev["recipe_settings"], recipe
+    phase = ("decoder_steps", "decoder_lr", "decoder_noise")
+    joint_old = {k: v for k, v in old["vae"].items() if k not in phase}
+    joint_new = {k: v for k, v in new["vae"].items() if k not in phase}
+    if old["vae_batch_size"] != new["vae_batch_size"] or prev["vae_steps"] != args.vae_steps or joint_old != joint_new:
         print(f"  {name} s{seed}: the earlier VAE in {root} has other settings: training it", flush=True)
         return None
-    return ckpt, prev
+    if old["vae"] == new["vae"]:
+        return ckpt, prev, "same"
+    if any(k in old["vae"] for k in phase):
+        print(f"  {name} s{seed}: the earlier VAE in {root} has another decoder phase: training it", flush=True)
+        return None
+    return ckpt, prev, "joint"
 
 
 def summarize(results: list[dict], floor: dict, real_clipped) -> dict:
@@ -316,7 +336,7 @@ def main(argv=None) -> int:
     ap.add_argument("--recipes", nargs="+", default=["msdm", "paper"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--vae-steps", type=int, default=1200)
-    ap.add_argument("--unet-steps", type=int, default=4000)
+    ap.add_argument("--unet-steps", type=int, default=3800)
     ap.add_argument("--adherence-images", type=int, default=16, help="images per prompt of each REAL_PAIRS prompt")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("MSDM_BENCH_THREADS", "2")))
     ap.add_argument("--out", default="runs/real_kvasir")

@@ -23,6 +23,7 @@ from lightning_modules.steps import ReseedAndAverage
 from msdm.losses import VAELoss
 from msdm.metrics.realism.metric import PairedFrechetDistance
 from msdm.models.presets import build_vae
+from msdm.models.vae import MSDMVAEOutput
 from msdm.training.ema import EMA
 
 
@@ -37,6 +38,10 @@ class MSDMVAEModule(ReseedAndAverage, pl.LightningModule):
             perceptual term is off by default because its VGG weights are not reachable offline; the paper's
             setting is ``lpips_weight: 1.0`` with ``lpips_weights: /path/to/vgg16-397923af.pth``.
         ema_decay: EMA of the weights (None = off).
+        decoder_steps, decoder_lr, decoder_noise: the last ``decoder_steps`` of the run (of ``max_steps``) train the
+            decoder alone at ``decoder_lr``, on posterior samples plus Gaussian noise of up to ``decoder_noise`` ×
+            the latent std (:mod:`msdm.training.decoder_phase`: a decoder robust to the U-Net's latent errors; the
+            encoder, and so the latents, stay those of the joint phase). 0 steps (default) = off.
         num_log_images: reconstructions shown in the validation image grid.
         vae_overrides: extra :class:`~msdm.models.vae.MSDMVAE` kwargs on top of the preset.
         test_fid: report the FID of reconstructions at test; ``fid_inception``: TorchScript Inception file (default:
@@ -56,6 +61,9 @@ class MSDMVAEModule(ReseedAndAverage, pl.LightningModule):
         lpips_weights: str | None = None,
         kl_weight: float = 1e-6,
         ema_decay: float | None = None,
+        decoder_steps: int = 0,
+        decoder_lr: float = 1e-4,
+        decoder_noise: float = 0.0,
         num_log_images: int = 8,
         vae_overrides: dict | None = None,
         test_fid: bool = True,
@@ -79,9 +87,38 @@ class MSDMVAEModule(ReseedAndAverage, pl.LightningModule):
         register_gloo_teardown()
 
     # --------------------------------------------------------------- steps
+    def in_decoder_phase(self) -> bool:
+        """Whether this optimizer step belongs to the decoder phase (``decoder_steps``)."""
+        return bool(self.hparams.decoder_steps) and self.global_step >= self._decoder_start()
+
+    def _decoder_start(self) -> int:
+        from msdm.training.decoder_phase import phase_start
+
+        t = self.trainer
+        total = t.max_steps if t.max_steps > 0 else int(t.estimated_stepping_batches)
+        return phase_start(total, int(self.hparams.decoder_steps))
+
+    def _decoder_step_output(self, x: torch.Tensor) -> MSDMVAEOutput:
+        """The frozen encoder's posterior sample plus noise (decoder_noise), through the trainable decoder."""
+        from msdm.training.decoder_phase import noisy_latents
+
+        with torch.no_grad():
+            posterior = self.vae.encode(x).latent_dist
+            z = noisy_latents(posterior.sample(), float(self.hparams.decoder_noise))
+        sample, deep_supervision = self.vae.decode_with_heads(z)
+        return MSDMVAEOutput(sample=sample, deep_supervision=deep_supervision, posterior=posterior)
+
     def training_step(self, batch, batch_idx):
         x = batch["pixel_values"]
-        logs = self.loss(self.vae(x), x)
+        decoder_phase = self.in_decoder_phase()
+        if self.hparams.decoder_steps:
+            # the phase's learning rate follows the step (not a scheduler's counter): a run resumed from a checkpoint
+            # of a run without the phase continues correctly. The frozen encoder gets no gradients, and AdamW leaves
+            # parameters without one as they are.
+            lr = self.hparams.decoder_lr if decoder_phase else self.hparams.lr
+            for group in self.trainer.optimizers[0].param_groups:
+                group["lr"] = lr
+        logs = self.loss(self._decoder_step_output(x) if decoder_phase else self.vae(x), x)
         ensure_finite(self, logs["loss"])
         # one naming scheme for every module: train/loss in the bar, its parts (train/pixel, train/kl, ...) logged
         self.log("train/loss", logs["loss"], prog_bar=True, batch_size=x.shape[0])
@@ -165,8 +202,8 @@ class MSDMVAEModule(ReseedAndAverage, pl.LightningModule):
         self._val_images = None
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.vae.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                 betas=tuple(self.hparams.betas))
+        hp = self.hparams
+        return torch.optim.AdamW(self.vae.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
 
     # --------------------------------------------------------------- checkpoints / export
     def on_save_checkpoint(self, checkpoint):

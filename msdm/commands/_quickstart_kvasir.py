@@ -97,6 +97,7 @@ def run_kvasir(args, make_trainer) -> int:
     from msdm.metrics.adherence.real_detector import REAL_PAIRS, RealFrameDetector
     from msdm.metrics.realism.heldout import HeldOutRealism
     from msdm.provenance import save_grid
+    from msdm.training.recipes import vae_fit_steps
 
     if args.resolution != SAMPLE_RESOLUTION:
         raise InputError(f"the packaged Kvasir-SEG sample is {SAMPLE_RESOLUTION} px: drop --resolution {args.resolution}"
@@ -119,7 +120,9 @@ def run_kvasir(args, make_trainer) -> int:
                                      seed=args.seed, batch_size=batch_size, val_prompts=prompts, flips=True)
 
     u = recipe["unet"]
-    print(f"recipe: {args.recipe} (msdm.training.recipes; VAE {args.vae_steps} steps at batch {args.vae_batch_size}; "
+    decoder = recipe["vae"].get("decoder_steps", 0)
+    print(f"recipe: {args.recipe} (msdm.training.recipes; VAE {args.vae_steps} steps"
+          f"{f' + {decoder} decoder steps' if decoder else ''} at batch {args.vae_batch_size}; "
           f"U-Net {args.unet_steps} steps at batch {args.batch_size}, {u.get('prediction_type', 'epsilon')}, captions "
           f"of 1..{args.caption_facts} true facts; {u.get('sampler')} {u.get('num_inference_steps')} steps, guidance "
           f"{u.get('guidance_scale'):g})")
@@ -129,9 +132,10 @@ def run_kvasir(args, make_trainer) -> int:
         vae_ckpt = Path(args.vae_ckpt).resolve()
     else:
         print(f"[1/4] VAE on 498 real Kvasir-SEG frames (packaged sample, {SAMPLE_RESOLUTION}², 200 held out), "
-              f"{args.vae_steps} steps")
+              f"{args.vae_steps} steps{f' + {decoder} decoder steps on noisy latents' if decoder else ''}")
         vae = MSDMVAEModule(**{"test_fid": False, **recipe["vae"]})  # no test stage here: no Inception in the module
-        make_trainer(out, args.vae_steps, args.accelerator, "vae").fit(vae, datamodule=datamodule(args.vae_batch_size))
+        make_trainer(out, vae_fit_steps(recipe, args.vae_steps), args.accelerator, "vae").fit(
+            vae, datamodule=datamodule(args.vae_batch_size))
         vae_ckpt = out / "vae" / "checkpoints" / "last.ckpt"
     times["vae"] = time.perf_counter() - t
 

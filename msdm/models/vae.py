@@ -130,6 +130,10 @@ class MSDMVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             h = self._run(self.dec_res[i], self.dec_up[i](h))
         return self.out(h), [extra[i] for i in sorted(extra)]
 
+    def decode_with_heads(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(image, deep-supervision heads)`` of latents ``z``: what training's loss reads (no slicing or tiling)."""
+        return self._decode(z)
+
     def decode(self, z: torch.Tensor, return_dict: bool = True):
         if self.use_slicing and z.shape[0] > 1:
             sample = torch.cat([self._decode_one(zi) for zi in z.split(1)])

@@ -9,7 +9,9 @@ the measurements behind every value of ``msdm`` (3 seeds, FID against held-out r
   channels, ε-prediction on the scaled-linear schedule, L1, lr 1e-4, no EMA, one caption per image per step, 64 text
   tokens, DDIM η = 1, guidance 4.5 (the reference's 3.5).
 * ``msdm`` — the measured choice on 698 real Kvasir-SEG frames at 64 px (follows the box prompt; docs/benchmarks.md has its 3-seed figures): an 8-channel latent trained at lr 1e-3 (the VAE
-  bounds every later figure: reconstruction FID 94 vs 109 for 4 channels at 1 200 steps), v-prediction with zero
+  bounds every later figure: reconstruction FID 94 vs 109 for 4 channels at 1 200 steps), then a **decoder phase**
+  of 600 steps at lr 1e-4 on latents with noise up to 0.4 of their std, encoder frozen
+  (:mod:`msdm.training.decoder_phase`; seed 0, same U-Net: generated FID 157 → 133), v-prediction with zero
   terminal SNR (Lin et al. 2024) on Stable Diffusion's less noisy beta range (0.00085–0.012 instead of the paper's
   0.002–0.02, under which half the training steps see a 16×16 latent at SNR < 0.1), min-SNR-5 weights as the x₀
   weight ``min(SNR + 0.1, 5)`` (:func:`msdm.diffusion.min_snr_weights`: Hang et al.'s form plus a small weight at
@@ -37,7 +39,8 @@ RECIPES: dict[str, dict] = {
         "caption_facts": 1,
     },
     "msdm": {
-        "vae": {"preset": "small", "lr": 1e-3, "vae_overrides": {"latent_channels": 8}},
+        "vae": {"preset": "small", "lr": 1e-3, "vae_overrides": {"latent_channels": 8},
+                "decoder_steps": 600, "decoder_lr": 1e-4, "decoder_noise": 0.4},
         "vae_batch_size": 8,
         "unet": {"preset": "small", "unet_overrides": {"in_channels": 8, "out_channels": 8}, "lr": 1e-3,
                  "lr_warmup_steps": 100, "loss_type": "mse", "ema_decay": 0.995,
@@ -50,6 +53,12 @@ RECIPES: dict[str, dict] = {
         "caption_facts": 8,
     },
 }
+
+
+def vae_fit_steps(recipe: dict, joint_steps: int) -> int:
+    """The VAE run's ``max_steps``: ``joint_steps`` of encoder and decoder, then the recipe's decoder phase
+    (``decoder_steps``, :mod:`msdm.training.decoder_phase`) on top."""
+    return int(joint_steps) + int(recipe["vae"].get("decoder_steps", 0))
 
 
 def get_recipe(name: str) -> dict:
