@@ -86,7 +86,7 @@ def test_quickstart_on_the_packaged_real_frames_at_toy_size(tmp_path, tiny_text_
     from msdm.metrics.adherence.real_retrieval import frames_satisfying
 
     out = tmp_path / "qs"
-    rc = main(["quickstart", "--out", str(out), "--vae-steps", "3", "--unet-steps", "3", "--batch-size", "8",
+    rc = main(["quickstart", "--out", str(out), "--vae-steps", "3", "--decoder-steps", "2", "--unet-steps", "3", "--batch-size", "8",
                "--vae-batch-size", "4", "--sample-steps", "2", "--adherence-images", "2", "--eval-images", "8",
                "--text-encoder", tiny_text_encoder])
     assert rc == 0
@@ -148,5 +148,7 @@ def test_the_real_frames_quickstart_keeps_cfg_at_its_short_budget():
     unet = _recipe(args())["unet"]
     assert unet["autoguidance"] is None and unet["guidance_scale"] == 1.5
     assert _recipe(args(guidance_scale=3.0))["unet"]["guidance_scale"] == 3.0  # given explicitly: kept
+    assert _recipe(args(decoder_steps=5))["vae"]["decoder_steps"] == 5
+    assert _recipe(args())["vae"]["decoder_steps"] == get_recipe("msdm")["vae"]["decoder_steps"]
     assert _recipe(args(recipe="paper"))["unet"].get("autoguidance") is None
     assert _recipe(args(recipe="paper"))["unet"]["guidance_scale"] == get_recipe("paper")["unet"]["guidance_scale"]

@@ -57,6 +57,10 @@ def _recipe(args) -> dict:
             unet[key] = getattr(args, opt)
     if args.vae_lr is not None:
         recipe["vae"]["lr"] = args.vae_lr
+    if getattr(args, "decoder_steps", None) is not None:
+        if args.decoder_steps < 0:
+            raise InputError(f"--decoder-steps must be >= 0, got {args.decoder_steps}")
+        recipe["vae"]["decoder_steps"] = args.decoder_steps
     return recipe
 
 

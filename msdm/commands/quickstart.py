@@ -47,6 +47,9 @@ def add_arguments(parser):
     parser.add_argument("--vae-steps", type=int, default=None,
                         help="VAE optimizer steps (real frames 1200; synthetic: adherent 700, paper 300)")
     parser.add_argument("--vae-batch-size", type=int, default=None, help="VAE batch (recipe's; synthetic paper 16)")
+    parser.add_argument("--decoder-steps", type=int, default=None,
+                        help="real frames: VAE decoder-phase steps on noisy latents after --vae-steps (recipe's: msdm "
+                             "600, paper 0; msdm.training.decoder_phase)")
     parser.add_argument("--unet-steps", type=int, default=None,
                         help="U-Net optimizer steps (real frames 2000; synthetic: adherent 1200, paper 800)")
     parser.add_argument("--num-train", type=int, default=2048, help="synthetic training scenes")
@@ -139,6 +142,9 @@ def run(args) -> int:
         from msdm.commands._quickstart_kvasir import run_kvasir
 
         return run_kvasir(args, _trainer)
+    if getattr(args, "decoder_steps", None) is not None:
+        raise InputError("--decoder-steps is the real-frames VAE's decoder phase; the synthetic scenes' recipes have "
+                         "none (drop it, or leave out --data synthetic)")
     resolve_recipe(args)
     for key, value in (("sampler", "dpm++sde"), ("unet_lr", 1e-3), ("vae_lr", 1e-3), ("adherence_images", 16)):
         if getattr(args, key, None) is None:
