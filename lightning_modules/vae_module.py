@@ -95,6 +95,8 @@ class MSDMVAEModule(ReseedAndAverage, pl.LightningModule):
         from msdm.training.decoder_phase import phase_start
 
         t = self.trainer
+        if t.fast_dev_run:  # a smoke run of a few batches: the joint phase only (a phase longer than it is no error)
+            return 2**62
         total = t.max_steps if t.max_steps > 0 else int(t.estimated_stepping_batches)
         return phase_start(total, int(self.hparams.decoder_steps))
 

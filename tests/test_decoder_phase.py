@@ -80,3 +80,13 @@ def test_the_phase_added_to_a_finished_run_keeps_its_encoder(kvasir_samples, tmp
     more, _, lrs = _fit(kvasir_samples, 6, tmp_path / "b", resume=str(tmp_path / "joint.ckpt"), **PHASE)
     assert lrs == [1e-4] * 3
     assert _equal(_part(joint, "enc_"), _part(more, "enc_"))
+
+
+def test_a_smoke_run_trains_the_joint_phase_and_a_too_short_run_is_refused(kvasir_samples, tmp_path):
+    from lightning_modules import MSDMVAEModule
+
+    m = MSDMVAEModule(preset="tiny", test_fid=False, decoder_steps=600)
+    pl.Trainer(accelerator="cpu", fast_dev_run=True, logger=False, enable_progress_bar=False,
+               enable_model_summary=False, default_root_dir=tmp_path).fit(m, make_loader(kvasir_samples))
+    with pytest.raises(ValueError, match="fewer than the run's steps"):
+        _fit(kvasir_samples, 4, tmp_path / "short", decoder_steps=600)
