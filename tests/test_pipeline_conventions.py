@@ -47,7 +47,9 @@ def test_autopipeline_for_text2image_loads_an_msdm_folder(pipe, tmp_path):
 
 
 def test_components_are_the_init_arguments(pipe):
-    assert set(pipe.components) == {"vae", "unet", "text_encoder", "tokenizer", "scheduler"}
+    # guide_unet: autoguidance's weaker U-Net, an optional component (None unless a run trained one)
+    assert set(pipe.components) == {"vae", "unet", "text_encoder", "tokenizer", "scheduler", "guide_unet"}
+    assert pipe.guide_unet is None
     again = MSDMPipeline(**pipe.components, resolution=pipe.config.resolution)
     again.set_progress_bar_config(disable=True)
     torch.testing.assert_close(_run(again), _run(pipe), atol=0, rtol=0)
